@@ -1,0 +1,3 @@
+from usagegate.cli import main
+
+main()
