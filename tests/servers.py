@@ -1,0 +1,136 @@
+"""Real servers for tests: the mock upstream and the gateway, each a subprocess on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("USAGEGATE_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class MockUpstream:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "usagegate.mock_upstream", "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env(), text=True,
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if "listening" in line:
+                return
+            if not line and self.proc.poll() is not None:
+                break
+        raise RuntimeError("mock upstream did not start")
+
+    def received(self) -> list[dict[str, Any]]:
+        return httpx.get(self.url + "/_mock/requests").json()  # type: ignore[no-any-return]
+
+    def clear(self) -> None:
+        httpx.delete(self.url + "/_mock/requests")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def cli(*args: str, data_dir: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "usagegate", *args, "--data-dir", str(data_dir)],
+        capture_output=True, text=True, env=_env(), check=check, timeout=60,
+    )
+
+
+def create_key(data_dir: Path, org: str = "acme") -> str:
+    return cli("keys", "create", "--org", org, data_dir=data_dir).stdout.strip()
+
+
+class GatewayProcess:
+    """`usagegate serve` on a free port, pointed at the mock for both providers."""
+
+    def __init__(self, data_dir: Path, upstream_url: str, *extra: str, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.upstream_url = upstream_url
+        self.extra = extra
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir.parent / f"gateway-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "usagegate", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir),
+             "--openai-base-url", self.upstream_url, "--anthropic-base-url", self.upstream_url, *self.extra],
+            stdout=log, stderr=subprocess.STDOUT, env=_env(),
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"gateway did not become healthy: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def api(self, key: str, path: str, **params: Any) -> httpx.Response:
+        return httpx.get(self.url + path, params=params, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+    def wait_for_requests(self, key: str, count: int, timeout: float = 10.0, **params: Any) -> list[dict[str, Any]]:
+        """Poll /api/requests until at least `count` records match; returns them."""
+        deadline = time.monotonic() + timeout
+        rows: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            response = self.api(key, "/api/requests", limit=1000, **params)
+            response.raise_for_status()
+            rows = response.json()["requests"]
+            if len(rows) >= count:
+                return rows
+            time.sleep(0.1)
+        raise AssertionError(f"expected {count} records, found {len(rows)}")

@@ -1,0 +1,49 @@
+"""The JSON analytics API (FastAPI, OpenAPI at /docs), one error shape for every failure."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from usagegate.api import requests as requests_routes
+from usagegate.api.params import ApiError
+from usagegate.errors import UsagegateError
+
+log = logging.getLogger("usagegate.api")
+
+
+def error_response(status: int, message: str, param: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "message": message, "param": param}}, status_code=status)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.message, exc.param)
+
+    @app.exception_handler(UsagegateError)
+    async def _our_error(request: Request, exc: UsagegateError) -> JSONResponse:
+        return error_response(exc.status, exc.message, exc.param)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        return error_response(500, "Internal error; the gateway log has the details.")
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = first.get("loc", ())
+        param = str(loc[-1]) if loc else None
+        return error_response(400, f"Invalid parameter {param}: {first.get('msg', 'invalid')}.", param)
+
+
+ROUTERS = [requests_routes.router]

@@ -1,0 +1,22 @@
+"""Who is calling /api: `Authorization: Bearer <usagegate key>` → org id."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from usagegate.api.params import ApiError
+from usagegate.context import AppContext
+
+
+def context(request: Request) -> AppContext:
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+def org_of(request: Request) -> str:
+    """The caller's org id; raises ApiError 401 for a missing or unknown key."""
+    header = request.headers.get("authorization", "")
+    key = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    org = context(request).keyring.org_for(key) if key else None
+    if org is None:
+        raise ApiError(401, "Missing or invalid usagegate key: send 'Authorization: Bearer <key>'.")
+    return org

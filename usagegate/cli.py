@@ -1,0 +1,146 @@
+"""The `usagegate` command line (Typer). Errors print as one message and exit 1, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from usagegate.errors import UsagegateError
+
+app = typer.Typer(
+    help="usagegate: an LLM gateway that tracks cost and usage per end user.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="Create, list and revoke usagegate keys (one org per key).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console()
+err_console = Console(stderr=True)
+
+DATA_DIR_HELP = "Where usagegate keeps its data (env USAGEGATE_DATA_DIR)."
+
+
+def _data_dir(value: Optional[Path]) -> Path:
+    from usagegate.settings import settings_from
+
+    return settings_from({"data_dir": value}).data_dir
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: Optional[int] = typer.Option(None, help="Port to listen on (env USAGEGATE_PORT, default 8787)."),
+    data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
+    store: Optional[str] = typer.Option(None, help="'embedded' (chDB, default) or clickhouse://user:pass@host:8123/db (env USAGEGATE_STORE)."),
+    openai_base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible upstream (env USAGEGATE_OPENAI_BASE_URL)."),
+    anthropic_base_url: Optional[str] = typer.Option(None, help="Anthropic upstream (env USAGEGATE_ANTHROPIC_BASE_URL)."),
+    allow_target: list[str] = typer.Option([], help="A base URL Helicone-Target-URL may name (repeatable; env USAGEGATE_ALLOWED_TARGETS)."),
+    max_body_mb: float = typer.Option(32.0, help="Largest request body accepted, in MB (413 above)."),
+    upstream_timeout: float = typer.Option(600.0, help="Seconds to wait for the upstream before answering 504."),
+    no_store_bodies: bool = typer.Option(False, "--no-store-bodies", help="Do not store request/response bodies."),
+    body_ttl_days: int = typer.Option(30, help="Delete stored bodies after this many days."),
+) -> None:
+    """Run the gateway (proxy, API) on one process with the embedded store."""
+    import uvicorn
+
+    from usagegate.app import create_app
+    from usagegate.settings import settings_from
+
+    settings = settings_from(
+        {
+            "host": host, "port": port, "data_dir": data_dir, "store": store,
+            "openai_base_url": openai_base_url, "anthropic_base_url": anthropic_base_url,
+            "allowed_targets": allow_target or None, "max_body_mb": max_body_mb,
+            "upstream_timeout": upstream_timeout, "store_bodies": not no_store_bodies, "body_ttl_days": body_ttl_days,
+        }
+    )
+    err_console.print(f"usagegate listening on http://{settings.host}:{settings.port} (data in {settings.data_dir})")
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+        access_log=False, log_level="warning", lifespan="on", timeout_graceful_shutdown=30,
+    )
+
+
+@app.command("mock-upstream")
+def mock_upstream(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(9100, help="Port to listen on."),
+) -> None:
+    """Run the deterministic OpenAI + Anthropic mock (X-Mock-Status, X-Mock-Delay-Ms, X-Mock-Break-After)."""
+    from usagegate.mock_upstream import serve as serve_mock
+
+    serve_mock(host, port)
+
+
+@keys_app.command("create")
+def keys_create(
+    org: str = typer.Option(..., help="Organization name (created on first use)."),
+    data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
+) -> None:
+    """Create a key and print only the key (it is stored hashed and cannot be shown again)."""
+    from usagegate.config_db import ConfigDB
+
+    if not org.strip():
+        raise UsagegateError("--org must not be empty.")
+    db = ConfigDB(_data_dir(data_dir))
+    print(db.create_key(org.strip()))
+    db.close()
+
+
+@keys_app.command("list")
+def keys_list(
+    org: Optional[str] = typer.Option(None, help="Only this organization's keys."),
+    data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
+) -> None:
+    """List keys (id, org, prefix, state); keys themselves are never shown."""
+    from datetime import datetime, timezone
+
+    from usagegate.config_db import ConfigDB
+
+    db = ConfigDB(_data_dir(data_dir))
+    table = Table("key id", "org", "prefix", "created", "state")
+    for info in db.list_keys(org):
+        created = datetime.fromtimestamp(info.created_at, timezone.utc).strftime("%Y-%m-%d %H:%M")
+        table.add_row(info.key_id, info.org_name, info.prefix + "…", created, "revoked" if info.revoked else "active")
+    console.print(table)
+    db.close()
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: str = typer.Argument(..., help="The key id (from 'keys list') or the key itself."),
+    data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
+) -> None:
+    """Revoke a key; a running gateway refuses it within a second."""
+    from usagegate.config_db import ConfigDB
+
+    db = ConfigDB(_data_dir(data_dir))
+    found = db.revoke_key(key)
+    db.close()
+    if not found:
+        raise UsagegateError(f"No active key matches {key!r}.")
+    console.print("revoked")
+
+
+def main() -> None:
+    import click
+
+    try:
+        code = app(standalone_mode=False)
+    except UsagegateError as error:
+        err_console.print(f"error: {error.message}")
+        sys.exit(1)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,101 @@
+"""Turn spooled records into one columnar (Arrow) batch, priced, and insert it into the store.
+
+Pricing happens here, in the writer thread, not on the proxy's hot path (DESIGN §2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+
+from usagegate.pricing import PriceOverride, Pricer
+from usagegate.records import Usage
+from usagegate.store import Store
+
+MONEY = pa.decimal128(38, 9)
+
+SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("org_id", pa.string()),
+        ("created_at", pa.timestamp("ms", tz="UTC")),
+        ("user_id", pa.string()),
+        ("provider", pa.string()),
+        ("model", pa.string()),
+        ("request_model", pa.string()),
+        ("method", pa.string()),
+        ("path", pa.string()),
+        ("status", pa.uint16()),
+        ("rate_limited", pa.bool_()),
+        ("stream", pa.bool_()),
+        ("prompt_tokens", pa.uint64()),
+        ("completion_tokens", pa.uint64()),
+        ("cache_read_tokens", pa.uint64()),
+        ("cache_write_tokens", pa.uint64()),
+        ("cache_write_1h_tokens", pa.uint64()),
+        ("reasoning_tokens", pa.uint64()),
+        ("cost_usd", MONEY),
+        ("usage_source", pa.string()),
+        ("latency_ms", pa.uint32()),
+        ("ttft_ms", pa.uint32()),
+        ("properties", pa.map_(pa.string(), pa.string())),
+        ("session_id", pa.string()),
+        ("session_path", pa.string()),
+        ("session_name", pa.string()),
+        ("error", pa.string()),
+        ("request_body", pa.string()),
+        ("response_body", pa.string()),
+    ]
+)
+
+_DEFAULTS: dict[str, Any] = {
+    "prompt_tokens": 0, "completion_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0,
+    "cache_write_1h_tokens": 0, "reasoning_tokens": 0, "latency_ms": 0, "ttft_ms": None, "rate_limited": False,
+    "stream": False, "usage_source": "provider", "error": "", "request_body": "", "response_body": "",
+    "session_id": "", "session_path": "", "session_name": "", "properties": {}, "method": "POST",
+}
+
+OverrideLookup = Callable[[str, str], PriceOverride | None]
+
+
+def record_cost(pricer: Pricer, record: dict[str, Any], override: PriceOverride | None) -> Decimal | None:
+    usage = Usage(
+        prompt_tokens=record.get("prompt_tokens", 0),
+        completion_tokens=record.get("completion_tokens", 0),
+        cache_read_tokens=record.get("cache_read_tokens", 0),
+        cache_write_tokens=record.get("cache_write_tokens", 0),
+        cache_write_1h_tokens=record.get("cache_write_1h_tokens", 0),
+        reasoning_tokens=record.get("reasoning_tokens", 0),
+    )
+    if record.get("rate_limited"):
+        return Decimal(0)
+    return pricer.cost(record["provider"], record["model"], usage, status=record["status"], override=override)
+
+
+def to_arrow(records: list[dict[str, Any]], pricer: Pricer, overrides: OverrideLookup) -> pa.Table:
+    columns: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
+    for record in records:
+        for name in SCHEMA.names:
+            if name == "cost_usd":
+                columns[name].append(record_cost(pricer, record, overrides(record["org_id"], record["model"])))
+            elif name == "properties":
+                columns[name].append(list(record.get("properties", {}).items()))
+            else:
+                columns[name].append(record.get(name, _DEFAULTS.get(name)))
+    return pa.table(columns, schema=SCHEMA)
+
+
+class Ingest:
+    """The BatchWriter's insert function: price, convert, insert with the batch's dedup token."""
+
+    def __init__(self, store: Store, pricer: Pricer, overrides: OverrideLookup) -> None:
+        self._store = store
+        self._pricer = pricer
+        self._overrides = overrides
+
+    def __call__(self, records: list[dict[str, Any]], token: str) -> None:
+        table = to_arrow(records, self._pricer, self._overrides)
+        self._store.call(self._store.insert_arrow, "requests", table, token)

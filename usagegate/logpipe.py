@@ -1,0 +1,265 @@
+"""The log pipeline: `Spool` (append-only segment files) and `BatchWriter` (spool → store).
+
+Durability contract (DESIGN §3, docs/reliability.md):
+- `Spool.append` does one `write(2)` of a whole JSON line before the response's last byte, so a
+  `kill -9` of the gateway after that point cannot lose the record (the page cache survives the
+  process); `fsync` runs on a short interval (`fsync_interval`) to survive machine crashes too.
+- `BatchWriter` reads complete lines past its checkpoint, writes its *intent* (segment, start,
+  end) to the checkpoint file, inserts that exact range with the deterministic dedup token
+  `"<segment>:<start>:<end>"`, then advances the checkpoint. After a crash the pending range is
+  replayed with the same token, so the store (raw table and every rollup) ignores the duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+log = logging.getLogger("usagegate.logpipe")
+
+SEGMENT_BYTES = 64 * 1024 * 1024
+MAX_BATCH_BYTES = 16 * 1024 * 1024
+
+
+def _segment_name(number: int) -> str:
+    return f"{number:010d}.log"
+
+
+def _segments(directory: Path) -> list[int]:
+    return sorted(int(p.stem) for p in directory.glob("*.log") if p.stem.isdigit())
+
+
+class Spool:
+    """Append-only record log in `<data_dir>/spool`, one JSON object a line."""
+
+    def __init__(self, directory: Path, *, fsync_interval: float = 0.2) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        existing = _segments(directory)
+        # A new process never appends to an old segment: a torn last line stays isolated there.
+        self._number = (existing[-1] + 1) if existing else 1
+        self._fd = self._open(self._number)
+        self._size = 0
+        self._dirty = False
+        self._lock = threading.Lock()
+        self.healthy = True
+        self.last_error = ""
+        self.appended = 0
+        self._fsync_interval = fsync_interval
+        self._stop = threading.Event()
+        self._fsyncer = threading.Thread(target=self._fsync_loop, name="spool-fsync", daemon=True)
+        self._fsyncer.start()
+
+    def _open(self, number: int) -> int:
+        return os.open(self.directory / _segment_name(number), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def append(self, record: dict[str, Any]) -> bool:
+        """Write one record; False (and `healthy` = False) when the disk refused it."""
+        line = orjson.dumps(record) + b"\n"
+        with self._lock:
+            try:
+                if self._size + len(line) > SEGMENT_BYTES and self._size > 0:
+                    self._roll()
+                written = os.write(self._fd, line)
+                if written != len(line):
+                    raise OSError(f"short write to spool ({written} of {len(line)} bytes)")
+            except OSError as exc:
+                self.healthy = False
+                self.last_error = str(exc)
+                log.error("spool write failed: %s", exc)
+                return False
+            self._size += written
+            self._dirty = True
+            self.appended += 1
+            self.healthy = True
+        return True
+
+    def _roll(self) -> None:
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._number += 1
+        self._fd = self._open(self._number)
+        self._size = 0
+
+    def probe(self) -> bool:
+        """Check the spool directory is writable (for /health)."""
+        path = self.directory / ".probe"
+        try:
+            with open(path, "wb") as handle:
+                handle.write(b"ok")
+            path.unlink()
+        except OSError as exc:
+            self.last_error = str(exc)
+            return False
+        return self.healthy
+
+    def sync(self) -> None:
+        with self._lock:
+            if self._dirty:
+                os.fsync(self._fd)
+                self._dirty = False
+
+    def _fsync_loop(self) -> None:
+        while not self._stop.wait(self._fsync_interval):
+            try:
+                self.sync()
+            except OSError as exc:
+                self.healthy = False
+                self.last_error = str(exc)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._fsyncer.join(timeout=5)
+        self.sync()
+        os.close(self._fd)
+
+
+@dataclass
+class Checkpoint:
+    segment: int = 0
+    offset: int = 0
+    pending: tuple[int, int, int] | None = None  # (segment, start, end) being inserted
+
+    @classmethod
+    def load(cls, path: Path) -> Checkpoint:
+        try:
+            data = orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            return cls()
+        pending = tuple(data["pending"]) if data.get("pending") else None
+        return cls(int(data["segment"]), int(data["offset"]), pending)  # type: ignore[arg-type]
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as handle:
+            handle.write(orjson.dumps({"segment": self.segment, "offset": self.offset, "pending": self.pending}))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+
+
+# insert(records, token) must be idempotent per token; it raises to ask for a retry.
+InsertFn = Callable[[list[dict[str, Any]], str], None]
+
+
+class BatchWriter:
+    """Moves spool lines into the store on its own thread; see the module docstring."""
+
+    def __init__(self, directory: Path, insert: InsertFn, *, interval: float = 0.2) -> None:
+        self.directory = directory
+        self._insert = insert
+        self._interval = interval
+        self._checkpoint_path = directory / "checkpoint.json"
+        self.checkpoint = Checkpoint.load(self._checkpoint_path)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.inserted = 0
+        self.last_error = ""
+        self.failing_since: float | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="batch-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        backoff = self._interval
+        while not self._stop.is_set():
+            try:
+                moved = self.drain_once()
+                self.failing_since = None
+                backoff = self._interval
+                if not moved:
+                    self._stop.wait(self._interval)
+            except Exception as exc:  # the store is down or refused: keep the spool, retry
+                self.last_error = str(exc)
+                if self.failing_since is None:
+                    self.failing_since = time.time()
+                log.warning("store insert failed, will retry in %.1fs: %s", backoff, exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def drain_once(self) -> int:
+        """Insert the pending range or the next batch; returns records moved (0 = nothing to do)."""
+        cp = self.checkpoint
+        if cp.pending is None:
+            batch = self._next_range()
+            if batch is None:
+                return 0
+            cp.pending = batch
+            cp.save(self._checkpoint_path)
+        segment, start, end = cp.pending
+        records = self._read(segment, start, end)
+        if records:
+            self._insert(records, f"{segment}:{start}:{end}")
+        cp.segment, cp.offset, cp.pending = segment, end, None
+        cp.save(self._checkpoint_path)
+        self.inserted += len(records)
+        return max(len(records), 1)
+
+    def _next_range(self) -> tuple[int, int, int] | None:
+        cp = self.checkpoint
+        segments = [n for n in _segments(self.directory) if n >= cp.segment]
+        for number in segments:
+            start = cp.offset if number == cp.segment else 0
+            path = self.directory / _segment_name(number)
+            with open(path, "rb") as handle:
+                handle.seek(start)
+                chunk = handle.read(MAX_BATCH_BYTES)
+            end = chunk.rfind(b"\n") + 1
+            if end > 0:
+                return (number, start, start + end)
+            if number != segments[-1]:
+                # Fully consumed older segment (any torn tail was never acknowledged): drop it.
+                if number < segments[-1]:
+                    self._retire(number)
+                continue
+            return None
+        return None
+
+    def _retire(self, number: int) -> None:
+        try:
+            (self.directory / _segment_name(number)).unlink()
+        except FileNotFoundError:
+            pass
+        nxt = [n for n in _segments(self.directory) if n > number]
+        if nxt:
+            self.checkpoint.segment, self.checkpoint.offset = nxt[0], 0
+            self.checkpoint.save(self._checkpoint_path)
+
+    def _read(self, segment: int, start: int, end: int) -> list[dict[str, Any]]:
+        with open(self.directory / _segment_name(segment), "rb") as handle:
+            handle.seek(start)
+            data = handle.read(end - start)
+        records = []
+        for line in data.split(b"\n"):
+            if line:
+                try:
+                    records.append(orjson.loads(line))
+                except orjson.JSONDecodeError:
+                    log.error("skipping a corrupt spool line in segment %d", segment)
+        return records
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Move everything currently spooled; True when the spool is empty (used on SIGTERM)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.drain_once() == 0:
+                    return True
+            except Exception as exc:
+                self.last_error = str(exc)
+                time.sleep(0.2)
+        return False
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
