@@ -117,7 +117,8 @@ def money(value: Any) -> str | None:
     """A store decimal (string or number) as a 9-place decimal string; None stays None."""
     if value is None:
         return None
-    return str(Decimal(str(value)).quantize(NINE_PLACES))
+    # format "f": str() would render zero as "0E-9".
+    return format(Decimal(str(value)).quantize(NINE_PLACES), "f")
 
 
 def iso(value: str | None) -> str | None:
