@@ -11,6 +11,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +22,9 @@ from usagegate import api
 from usagegate.config_db import ConfigDB, KeyRing
 from usagegate.context import AppContext
 from usagegate.gateway import Gateway, Receive, Scope, Send, is_proxy_path
+from usagegate.api.params import ch_time
 from usagegate.ingest import Ingest
+from usagegate.limits import Guard
 from usagegate.logpipe import BatchWriter, Spool
 from usagegate.pricing import PriceOverride, Pricer
 from usagegate.settings import Settings
@@ -98,14 +101,19 @@ class UsagegateApp:
         keyring = KeyRing(config)
         spool = Spool(settings.data_dir / "spool", fsync_interval=settings.fsync_interval)
         store = Store.open(settings.store, settings.data_dir, body_ttl_days=settings.body_ttl_days)
-        writer = BatchWriter(spool.directory, Ingest(store, Pricer(), PriceOverrides(settings)),
+        pricer = Pricer()
+        writer = BatchWriter(spool.directory, Ingest(store, pricer, PriceOverrides(settings)),
                              interval=settings.flush_interval)
+        # Replay what a previous run left in the spool before serving, so budgets see it.
+        writer.drain(timeout=60)
         writer.start()
         self.ctx = AppContext(settings, config, keyring, spool, store, writer)
         app.state.ctx = self.ctx
-        self.gateway = Gateway(settings, keyring, spool)
+        guard = Guard(settings.data_dir, pricer, _spent_loader(store))
+        app.state.guard = guard
+        self.gateway = Gateway(settings, keyring, spool, guard)
         await self.gateway.startup()
-        refresher = asyncio.create_task(self._refresh_keys(keyring))
+        refresher = asyncio.create_task(self._refresh(keyring, guard))
         try:
             yield
         finally:
@@ -118,11 +126,24 @@ class UsagegateApp:
             store.close()
             config.close()
 
-    async def _refresh_keys(self, keyring: KeyRing) -> None:
-        # Revocations from the CLI take effect within a second.
+    async def _refresh(self, keyring: KeyRing, guard: Guard) -> None:
+        # Revocations and limit changes from the CLI or API take effect within a second.
         while True:
             await asyncio.sleep(0.5)
             keyring.refresh()
+            guard.refresh()
+
+
+def _spent_loader(store: Store) -> Any:
+    async def spent(org_id: str, user_id: str, start: datetime, end: datetime) -> Decimal:
+        rows = await store.query(
+            "SELECT toString(sum(ifNull(cost_usd, 0))) AS spent FROM requests WHERE org_id = {org:String} "
+            "AND user_id = {user:String} AND created_at >= {a:DateTime64(3)} AND created_at < {b:DateTime64(3)}",
+            {"org": org_id, "user": user_id, "a": ch_time(start), "b": ch_time(end)},
+        )
+        return Decimal(rows[0]["spent"]) if rows else Decimal(0)
+
+    return spent
 
 
 def _has_target_header(scope: Scope) -> bool:

@@ -37,6 +37,16 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE TABLE plans (org_id TEXT PRIMARY KEY, property TEXT NOT NULL, revenue_json TEXT NOT NULL);
         """,
     ),
+    (
+        "0003_limits",
+        """
+        CREATE TABLE limits (
+            org_id TEXT NOT NULL, scope TEXT NOT NULL CHECK (scope IN ('user', 'plan')), name TEXT NOT NULL,
+            budget_usd TEXT, period TEXT CHECK (period IN ('day', 'month')), requests_per_minute INTEGER,
+            updated_at REAL NOT NULL, PRIMARY KEY (org_id, scope, name)
+        );
+        """,
+    ),
 )
 
 KEY_PREFIX = "ug_"
@@ -135,6 +145,31 @@ class ConfigDB:
     def active_key_hashes(self) -> dict[str, str]:
         rows = self.conn.execute("SELECT key_hash, org_id FROM keys WHERE revoked_at IS NULL")
         return {r[0]: r[1] for r in rows}
+
+
+def set_limit(
+    conn: sqlite3.Connection, org_id: str, scope: str, name: str,
+    budget_usd: str | None, period: str | None, requests_per_minute: int | None,
+) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO limits VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (org_id, scope, name, budget_usd, period, requests_per_minute, time.time()),
+    )
+
+
+def get_limit(conn: sqlite3.Connection, org_id: str, scope: str, name: str) -> dict[str, object] | None:
+    row = conn.execute(
+        "SELECT budget_usd, period, requests_per_minute FROM limits WHERE org_id = ? AND scope = ? AND name = ?",
+        (org_id, scope, name),
+    ).fetchone()
+    if row is None:
+        return None
+    return {"budget_usd": row[0], "period": row[1], "requests_per_minute": row[2]}
+
+
+def delete_limit(conn: sqlite3.Connection, org_id: str, scope: str, name: str) -> bool:
+    cur = conn.execute("DELETE FROM limits WHERE org_id = ? AND scope = ? AND name = ?", (org_id, scope, name))
+    return cur.rowcount > 0
 
 
 class KeyRing:

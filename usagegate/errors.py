@@ -13,10 +13,14 @@ class UsagegateError(Exception):
     status: int = 500
     error_type: str = "api_error"
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        # Extra response headers (Retry-After, Helicone-RateLimit-*) for the proxy's answer.
+        self.headers = headers or []
 
 
 class ConfigError(UsagegateError):

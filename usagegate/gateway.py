@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -20,6 +21,7 @@ from usagegate.config_db import KeyRing
 from usagegate.errors import (
     BadRequest,
     PayloadTooLarge,
+    RateLimited,
     StoreUnavailable,
     Unauthorized,
     UpstreamError,
@@ -28,6 +30,7 @@ from usagegate.errors import (
     provider_error_body,
 )
 from usagegate.identity import Identity, clean_user_id, parse_helicone_headers
+from usagegate.limits import Guard, Ticket
 from usagegate.logpipe import Spool
 from usagegate.records import Usage
 from usagegate.settings import Settings
@@ -45,6 +48,8 @@ _RESPONSE_DROP = frozenset(
     {"content-length", "connection", "keep-alive", "transfer-encoding", "content-encoding", "trailer", "upgrade"}
 )
 STORED_BODY_LIMIT = 256 * 1024
+BUDGET_HEADER = b"x-usagegate-budget-remaining"
+NINE_PLACES = Decimal("0.000000001")
 CLIENT_CLOSED = 499
 
 
@@ -62,8 +67,9 @@ def is_proxy_path(path: str) -> bool:
 class Gateway:
     """ASGI app for the proxy routes; `app.py` sends every proxy path (or Target-URL) here."""
 
-    def __init__(self, settings: Settings, keyring: KeyRing, spool: Spool) -> None:
+    def __init__(self, settings: Settings, keyring: KeyRing, spool: Spool, guard: Guard | None = None) -> None:
         self.settings = settings
+        self.guard = guard
         self.keyring = keyring
         self.spool = spool
         self._session: aiohttp.ClientSession | None = None
@@ -188,6 +194,20 @@ class Gateway:
             "request_body": "" if ident.omit_request or not self.settings.store_bodies else _stored_text(body),
             "response_body": "",
         }
+        ticket: Ticket | None = None
+        if self.guard is not None:
+            try:
+                ticket = await self.guard.admit(
+                    org_id, record["user_id"], ident.properties, route.provider, facts.model, len(body),
+                    facts.max_tokens, ident.rate_limit_policy,
+                )
+            except RateLimited as error:
+                record["rate_limited"] = True
+                await self._fail(send, record, error, clock)
+                return
+            except UsagegateError as error:
+                await self._send_error(send, route.provider, error, request_id)
+                return
         url = route.base_url + route.path
         if scope.get("query_string"):
             url += "?" + scope["query_string"].decode("latin-1")
@@ -201,32 +221,37 @@ class Gateway:
         except asyncio.TimeoutError:
             await self._fail(send, record, UpstreamTimeout(
                 f"The upstream did not answer within {self.settings.upstream_timeout:g} s (--upstream-timeout)."
-            ), clock)
+            ), clock, ticket)
             return
         except (aiohttp.ClientError, OSError) as exc:
-            await self._fail(send, record, UpstreamError(f"The upstream at {route.base_url} is unreachable: {exc}"), clock)
+            await self._fail(send, record, UpstreamError(f"The upstream at {route.base_url} is unreachable: {exc}"), clock, ticket)
             return
         async with response:
             record["status"] = response.status
             out_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
                            if k.lower() not in _RESPONSE_DROP]
             out_headers.append((b"helicone-id", request_id.encode()))
+            if ticket is not None:
+                out_headers += ticket.headers
             if response.content_type == "text/event-stream":
-                await self._relay_stream(receive, send, response, out_headers, record, route, facts, strip_usage, ident, clock)
+                if ticket is not None and ticket.remaining is not None:
+                    out_headers.append((BUDGET_HEADER, _usd(ticket.remaining)))
+                await self._relay_stream(receive, send, response, out_headers, record, route, facts, strip_usage, ident, clock, ticket)
             else:
-                await self._relay_body(send, response, out_headers, record, route, facts, ident, clock)
+                await self._relay_body(send, response, out_headers, record, route, facts, ident, clock, ticket)
 
     async def _relay_body(
         self, send: Send, response: aiohttp.ClientResponse, headers: list[tuple[bytes, bytes]],
         record: dict[str, Any], route: Route, facts: providers.RequestFacts, ident: Identity, clock: float,
+        ticket: Ticket | None,
     ) -> None:
         try:
             payload = await response.read()
         except asyncio.TimeoutError:
-            await self._fail(send, record, UpstreamTimeout("The upstream stopped sending its answer (--upstream-timeout)."), clock)
+            await self._fail(send, record, UpstreamTimeout("The upstream stopped sending its answer (--upstream-timeout)."), clock, ticket)
             return
         except (aiohttp.ClientError, OSError) as exc:
-            await self._fail(send, record, UpstreamError(f"The upstream broke off its answer: {exc}"), clock)
+            await self._fail(send, record, UpstreamError(f"The upstream broke off its answer: {exc}"), clock, ticket)
             return
         usage = providers.usage_from_json(route.provider, route.path, payload)
         _apply_usage(record, usage)
@@ -236,6 +261,10 @@ class Gateway:
             record["response_body"] = _stored_text(payload)
         record["latency_ms"] = int((time.perf_counter() - clock) * 1000)
         self._log(record)
+        if ticket is not None:
+            remaining = self.guard.settle(ticket, record)  # type: ignore[union-attr]
+            if remaining is not None and response.status < 400:
+                headers.append((BUDGET_HEADER, _usd(remaining)))
         headers.append((b"content-length", str(len(payload)).encode()))
         try:
             await send({"type": "http.response.start", "status": response.status, "headers": headers})
@@ -246,7 +275,7 @@ class Gateway:
     async def _relay_stream(
         self, receive: Receive, send: Send, response: aiohttp.ClientResponse, headers: list[tuple[bytes, bytes]],
         record: dict[str, Any], route: Route, facts: providers.RequestFacts, strip_usage: bool,
-        ident: Identity, clock: float,
+        ident: Identity, clock: float, ticket: Ticket | None,
     ) -> None:
         record["stream"] = True
         tracker = providers.stream_tracker(route.provider, route.path, strip_usage_chunk=strip_usage, request=facts.parsed)
@@ -288,6 +317,8 @@ class Gateway:
             record["response_body"] = _stored_text(b"".join(stored))
         record["latency_ms"] = int((time.perf_counter() - clock) * 1000)
         self._log(record)
+        if ticket is not None:
+            self.guard.settle(ticket, record)  # type: ignore[union-attr]
         if client_gone:
             return
         try:
@@ -295,12 +326,16 @@ class Gateway:
         except OSError:
             pass
 
-    async def _fail(self, send: Send, record: dict[str, Any], error: UsagegateError, clock: float) -> None:
+    async def _fail(
+        self, send: Send, record: dict[str, Any], error: UsagegateError, clock: float, ticket: Ticket | None = None
+    ) -> None:
         record["status"] = error.status
         record["error"] = error.message
         record["latency_ms"] = int((time.perf_counter() - clock) * 1000)
         _apply_usage(record, None)
         self._log(record)
+        if ticket is not None and self.guard is not None:
+            self.guard.settle(ticket, record)
         await self._send_error(send, record["provider"], error, record["request_id"])
 
     def _log(self, record: dict[str, Any]) -> None:
@@ -314,6 +349,7 @@ class Gateway:
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"helicone-id", request_id.encode()),
+            *error.headers,
         ]
         try:
             await send({"type": "http.response.start", "status": error.status, "headers": headers})
@@ -334,6 +370,10 @@ def _apply_usage(record: dict[str, Any], usage: Usage | None) -> None:
     record["usage_source"] = usage.source
     if usage.model:
         record["model"] = usage.model
+
+
+def _usd(amount: Decimal) -> bytes:
+    return format(amount.quantize(NINE_PLACES), "f").encode()
 
 
 def _stored_text(body: bytes) -> str:
