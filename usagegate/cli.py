@@ -77,6 +77,18 @@ def mock_upstream(
     serve_mock(host, port)
 
 
+@app.command()
+def demo(
+    port: int = typer.Option(8787, help="Port for the demo gateway."),
+    duration: Optional[float] = typer.Option(None, help="Stop after this many seconds of live traffic (default: until Ctrl-C)."),
+    data_dir: Optional[Path] = typer.Option(None, help="Fresh data dir for the demo, wiped at start (default ./.usagegate-demo)."),
+) -> None:
+    """Start a mock upstream + the gateway, send traffic from ~40 users, print the users table and the key."""
+    from usagegate.demo import run_demo
+
+    run_demo(port=port, duration=duration, data_dir=data_dir, console=console)
+
+
 @keys_app.command("create")
 def keys_create(
     org: str = typer.Option(..., help="Organization name (created on first use)."),

@@ -1,0 +1,263 @@
+"""`usagegate demo`: the mock upstream and the gateway on a fresh data dir, with live users.
+
+Map: `run_demo` prepares the data dir and a key, starts both servers as child processes, sends a
+burst of realistic traffic (`demo_traffic`) through the real proxy, waits until it is recorded,
+prints the users table (read back from the gateway's API) and how to point an SDK at the gateway,
+then keeps a trickle of live traffic until Ctrl-C / SIGTERM or `duration` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from usagegate.children import Child, free_port, port_in_use, python_module
+from usagegate.config_db import ConfigDB
+from usagegate.demo_traffic import DemoCall, DemoUser, cast, next_call, pick_user
+from usagegate.errors import UsagegateError
+
+DEFAULT_DATA_DIR = Path(".usagegate-demo")
+MARKER = ".usagegate-demo"  # only a directory carrying this file is ever wiped
+TABLE_ROWS = 20
+
+
+@dataclass
+class Tally:
+    sent: int = 0
+    errors: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class UserRow:
+    user_id: str
+    plan: str = ""
+    requests: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: Decimal = Decimal(0)
+
+
+def prepare_data_dir(path: Path) -> Path:
+    """Empty `path` for a fresh demo; refuses to wipe a directory the demo did not create."""
+    path = path.resolve()
+    if path.exists() and any(path.iterdir()) and not (path / MARKER).exists():
+        raise UsagegateError(
+            f"{path} exists and was not made by 'usagegate demo'; refusing to wipe it. Pick another --data-dir."
+        )
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    (path / MARKER).write_text("made by 'usagegate demo'; wiped at the next demo start\n")
+    return path
+
+
+def run_demo(*, port: int, duration: float | None, data_dir: Path | None, users: int = 40, burst: int = 600,
+             console: Console | None = None) -> None:
+    """Run the whole demo; returns after Ctrl-C/SIGTERM or `duration` seconds of live traffic."""
+    console = console or Console()
+    if port_in_use(port):
+        raise UsagegateError(f"Port {port} is already in use; pass another with --port.")
+    data = prepare_data_dir(data_dir or DEFAULT_DATA_DIR)
+    config = ConfigDB(data)
+    key = config.create_key("demo-saas")
+    config.close()
+    mock_port = free_port()
+    mock_url = f"http://127.0.0.1:{mock_port}"
+    url = f"http://127.0.0.1:{port}"
+    console.print(f"[bold]usagegate demo[/]: data in {data}")
+    children: list[Child] = []
+    try:
+        mock = Child("mock upstream", python_module("usagegate.mock_upstream", "--port", str(mock_port)), data / "mock.log")
+        children.append(mock)
+        mock.wait_http(mock_url + "/_mock/requests")
+        gateway = Child("gateway", python_module(
+            "usagegate", "serve", "--port", str(port), "--data-dir", str(data),
+            "--openai-base-url", mock_url, "--anthropic-base-url", mock_url,
+        ), data / "gateway.log")
+        children.insert(0, gateway)  # stopped first, so it drains its spool while the mock still runs
+        gateway.wait_http(url + "/health")
+        console.print(f"mock upstream on {mock_url}, gateway on {url}")
+        asyncio.run(_drive(url, key, cast(users), burst, duration, console))
+    finally:
+        console.print("stopping the gateway (it drains its log into the store) and the mock…")
+        for child in children:
+            child.stop()
+    console.print(f"Stopped. The recorded data stays in {data}; browse it again with "
+                  f"'usagegate serve --data-dir {data}' and the key above.")
+
+
+async def _drive(url: str, key: str, users: list[DemoUser], burst: int, duration: float | None, console: Console) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    since = datetime.now(timezone.utc) - timedelta(minutes=1)
+    rng = random.Random(42)
+    tally = Tally()
+    connector = aiohttp.TCPConnector(limit=32)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        # Every user appears at least twice, then the weighted mix (a few heavy users, a long tail).
+        plan = [u for u in users for _ in range(2)]
+        plan += [pick_user(users, rng) for _ in range(max(0, burst - len(plan)))]
+        calls = [next_call(u, rng) for u in plan]
+        with console.status(f"sending {len(calls)} requests from {len(users)} users through the gateway…"):
+            await _send_all(session, url, key, calls, tally, concurrency=16)
+            recorded = await _wait_recorded(session, url, key, since, tally.sent, stop)
+        console.print(f"sent {tally.sent} requests ({tally.errors} upstream errors, on purpose); "
+                      f"{recorded} recorded")
+        rows = await fetch_users(session, url, key, since)
+        console.print(users_table(rows))
+        console.print(instructions(url, key), markup=False, highlight=False, soft_wrap=True)
+        if not stop.is_set():
+            await _trickle(session, url, key, users, rng, tally, stop, duration, console)
+
+
+async def _send(session: aiohttp.ClientSession, url: str, key: str, call: DemoCall, tally: Tally) -> None:
+    headers = {"Helicone-Auth": f"Bearer {key}", "Authorization": "Bearer sk-demo", **call.headers}
+    if call.path.startswith("/anthropic/"):
+        headers["x-api-key"] = "sk-ant-demo"
+        headers["anthropic-version"] = "2023-06-01"
+    try:
+        async with session.post(url + call.path, json=call.body, headers=headers) as response:
+            await response.read()  # the whole stream, like a real client
+            tally.sent += 1
+            if response.status >= 400:
+                tally.errors += 1
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise UsagegateError(f"The demo gateway stopped answering: {exc}") from exc
+
+
+async def _send_all(session: aiohttp.ClientSession, url: str, key: str, calls: list[DemoCall], tally: Tally,
+                    *, concurrency: int) -> None:
+    queue = iter(calls)
+
+    async def worker() -> None:
+        for call in queue:  # a shared iterator: each call is taken by exactly one worker
+            await _send(session, url, key, call, tally)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def _wait_recorded(session: aiohttp.ClientSession, url: str, key: str, since: datetime, expected: int,
+                         stop: asyncio.Event, timeout: float = 30.0) -> int:
+    deadline = time.monotonic() + timeout
+    count = 0
+    while time.monotonic() < deadline and not stop.is_set():
+        count = len(await _records(session, url, key, since))
+        if count >= expected:
+            break
+        await asyncio.sleep(0.2)
+    return count
+
+
+async def _records(session: aiohttp.ClientSession, url: str, key: str, since: datetime) -> list[dict[str, Any]]:
+    """Every record since `since`, page by page from /api/requests."""
+    params = {"limit": "1000", "from": since.isoformat(), "to": (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()}
+    rows: list[dict[str, Any]] = []
+    while True:
+        async with session.get(url + "/api/requests", params=params, headers={"Authorization": f"Bearer {key}"}) as r:
+            if r.status != 200:
+                raise UsagegateError(f"GET /api/requests answered {r.status}: {(await r.text())[:300]}")
+            page = await r.json()
+        rows.extend(page["requests"])
+        if not page.get("next_cursor"):
+            return rows
+        params["cursor"] = page["next_cursor"]
+
+
+async def fetch_users(session: aiohttp.ClientSession, url: str, key: str, since: datetime) -> list[UserRow]:
+    """Per-user totals, most expensive first, aggregated from the recorded requests."""
+    by_user: dict[str, UserRow] = {}
+    for rec in await _records(session, url, key, since):
+        row = by_user.setdefault(rec["user_id"], UserRow(rec["user_id"]))
+        row.plan = row.plan or (rec.get("properties") or {}).get("plan", "")
+        row.requests += 1
+        row.errors += rec["status"] >= 400
+        row.prompt_tokens += rec["prompt_tokens"]
+        row.completion_tokens += rec["completion_tokens"]
+        row.cost += Decimal(rec["cost_usd"] or 0)
+    return sorted(by_user.values(), key=lambda r: (r.cost, r.requests), reverse=True)
+
+
+def users_table(rows: list[UserRow], limit: int = TABLE_ROWS) -> Table:
+    shown = rows[:limit]
+    title = f"Users by cost (top {len(shown)} of {len(rows)})" if len(rows) > limit else f"Users by cost ({len(rows)})"
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    table.add_column("user", no_wrap=True)
+    table.add_column("plan", no_wrap=True)
+    for name in ("requests", "errors", "tokens", "cost (USD)"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for row in shown:
+        table.add_row(row.user_id, row.plan, str(row.requests), str(row.errors),
+                      f"{row.prompt_tokens + row.completion_tokens:,}", f"{row.cost:.6f}")
+    table.add_section()
+    table.add_row("all users", "", str(sum(r.requests for r in rows)), str(sum(r.errors for r in rows)),
+                  f"{sum(r.prompt_tokens + r.completion_tokens for r in rows):,}",
+                  f"{sum((r.cost for r in rows), Decimal(0)):.6f}", style="bold")
+    return table
+
+
+def instructions(url: str, key: str) -> str:
+    """How to point a real SDK at this gateway; plain text so it copies cleanly."""
+    return f'''Your usagegate key:  {key}
+Gateway:             {url}   (request log: {url}/api/requests, API docs: {url}/docs)
+
+Point an SDK at it (this demo gateway forwards to the mock, so any provider key works here;
+for real traffic run `usagegate keys create --org NAME` and `usagegate serve`, see README):
+
+    from openai import OpenAI
+    client = OpenAI(
+        base_url="{url}/v1",  # instead of https://api.openai.com/v1
+        api_key="sk-...",     # your OpenAI key: forwarded untouched, never stored
+        default_headers={{
+            "Helicone-Auth": "Bearer {key}",
+            "Helicone-User-Id": "alice@example.com",  # the end user this call is for
+            "Helicone-Property-Plan": "pro",            # any Helicone-Property-<Name>
+        }},
+    )
+
+    from anthropic import Anthropic
+    client = Anthropic(
+        base_url="{url}/anthropic",  # instead of https://api.anthropic.com
+        api_key="sk-ant-...",
+        default_headers={{"Helicone-Auth": "Bearer {key}", "Helicone-User-Id": "alice@example.com"}},
+    )
+
+    curl -H "Authorization: Bearer {key}" "{url}/api/requests?limit=5"
+'''
+
+
+async def _trickle(session: aiohttp.ClientSession, url: str, key: str, users: list[DemoUser], rng: random.Random,
+                   tally: Tally, stop: asyncio.Event, duration: float | None, console: Console) -> None:
+    """A few live requests a second until stopped; one status line every 10 s."""
+    console.print(f"[bold]live traffic running[/] (a few requests a second) — "
+                  f"{'Ctrl-C to stop' if duration is None else f'stopping after {duration:g} s'}")
+    ends = None if duration is None else time.monotonic() + duration
+    next_status = time.monotonic() + 10
+    while not stop.is_set() and (ends is None or time.monotonic() < ends):
+        await _send(session, url, key, next_call(pick_user(users, rng), rng), tally)
+        wait = rng.expovariate(4.0)
+        if ends is not None:
+            wait = min(wait, max(0.0, ends - time.monotonic()))
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=wait)
+        except asyncio.TimeoutError:
+            pass
+        if time.monotonic() >= next_status:
+            next_status += 10
+            console.print(f"{datetime.now():%H:%M:%S}  {tally.sent} requests sent so far ({tally.errors} errors)")
+    console.print(f"{tally.sent} requests sent in all ({tally.errors} errors)")
