@@ -283,14 +283,15 @@ class Gateway:
         stored: list[bytes] = []
         stored_size = 0
         client_gone = False
-        # uvicorn drops sends to a departed client silently, so watch for the disconnect message.
+        # uvicorn drops sends to a departed client silently and never cancels us, so watch for
+        # the disconnect message; it cancels the relay at once, even while the upstream is
+        # silent (a model thinking), which closes the upstream stream and stops its bill.
+        watch = _DisconnectWatch(asyncio.current_task())
         disconnected = asyncio.ensure_future(receive())
+        disconnected.add_done_callback(watch.on_receive)
         try:
             await send({"type": "http.response.start", "status": response.status, "headers": headers})
             async for chunk in response.content.iter_any():
-                if disconnected.done():
-                    client_gone = True
-                    break
                 if record["ttft_ms"] is None:
                     record["ttft_ms"] = int((time.perf_counter() - clock) * 1000)
                 if keep_body and stored_size < STORED_BODY_LIMIT:
@@ -304,7 +305,13 @@ class Gateway:
             record["error"] = f"upstream stream broke off: {exc}"[:2000]
         except OSError:
             client_gone = True
+        except asyncio.CancelledError:
+            if not watch.fired:
+                raise  # someone else's cancellation (shutdown): not ours to swallow
+            watch.task.uncancel()  # type: ignore[union-attr]
+            client_gone = True
         finally:
+            watch.active = False
             if not disconnected.done():
                 disconnected.cancel()
         tail = tracker.flush()
@@ -356,6 +363,26 @@ class Gateway:
             await send({"type": "http.response.body", "body": body})
         except OSError:
             pass
+
+
+class _DisconnectWatch:
+    """Cancels a stream relay when the client's `http.disconnect` arrives while it runs."""
+
+    __slots__ = ("task", "active", "fired")
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.task = task
+        self.active = True
+        self.fired = False
+
+    def on_receive(self, message: asyncio.Future[dict[str, Any]]) -> None:
+        # Runs on the loop thread, so `active` cannot change under us; a cancelled or failed
+        # receive() is not a disconnect.
+        if not self.active or message.cancelled() or message.exception() is not None or self.task is None:
+            return
+        if message.result().get("type") == "http.disconnect":
+            self.fired = True
+            self.task.cancel()
 
 
 def _apply_usage(record: dict[str, Any], usage: Usage | None) -> None:
