@@ -44,6 +44,8 @@ def serve(
     upstream_timeout: float = typer.Option(600.0, help="Seconds to wait for the upstream before answering 504."),
     no_store_bodies: bool = typer.Option(False, "--no-store-bodies", help="Do not store request/response bodies."),
     body_ttl_days: int = typer.Option(30, help="Delete stored bodies after this many days."),
+    alert_interval: Optional[float] = typer.Option(None, help="Seconds between alert rule evaluations (env USAGEGATE_ALERT_INTERVAL, default 10)."),
+    allow_private_webhooks: bool = typer.Option(False, "--allow-private-webhooks", help="Allow alert webhooks to private/loopback addresses (env USAGEGATE_ALLOW_PRIVATE_WEBHOOKS)."),
 ) -> None:
     """Run the gateway (proxy, API) on one process with the embedded store."""
     import uvicorn
@@ -57,6 +59,7 @@ def serve(
             "openai_base_url": openai_base_url, "anthropic_base_url": anthropic_base_url,
             "allowed_targets": allow_target or None, "max_body_mb": max_body_mb,
             "upstream_timeout": upstream_timeout, "store_bodies": not no_store_bodies, "body_ttl_days": body_ttl_days,
+            "alert_interval": alert_interval, "allow_private_webhooks": allow_private_webhooks or None,
         }
     )
     err_console.print(f"usagegate listening on http://{settings.host}:{settings.port} (data in {settings.data_dir})")

@@ -47,6 +47,29 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "0004_alerts_user_tokens",
+        """
+        CREATE TABLE alert_rules (
+            id TEXT PRIMARY KEY, org_id TEXT NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('user_cost_over', 'anomaly')),
+            threshold_usd TEXT, window_seconds INTEGER NOT NULL, webhook_url TEXT NOT NULL, secret TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX alert_rules_org ON alert_rules (org_id);
+        CREATE TABLE alert_deliveries (
+            id TEXT PRIMARY KEY, rule_id TEXT NOT NULL, org_id TEXT NOT NULL, user_id TEXT NOT NULL,
+            window_key TEXT NOT NULL, payload TEXT NOT NULL, status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+            attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, claimed_until REAL NOT NULL DEFAULT 0,
+            response_status INTEGER, last_error TEXT, created_at REAL NOT NULL, delivered_at REAL,
+            UNIQUE (rule_id, user_id, window_key)
+        );
+        CREATE INDEX alert_deliveries_due ON alert_deliveries (status, next_attempt_at);
+        CREATE TABLE user_tokens (
+            id TEXT PRIMARY KEY, org_id TEXT NOT NULL, user_id TEXT NOT NULL, token_hash TEXT UNIQUE NOT NULL,
+            prefix TEXT NOT NULL, created_at REAL NOT NULL, revoked_at REAL
+        );
+        """,
+    ),
 )
 
 KEY_PREFIX = "ug_"

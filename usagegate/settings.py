@@ -26,6 +26,9 @@ class Settings:
     # How often the spool is fsynced and the writer moves batches to the store (seconds).
     fsync_interval: float = 0.2
     flush_interval: float = 0.2
+    # Alerts: how often rules are evaluated (seconds); webhooks to private addresses need opting in.
+    alert_interval: float = 10.0
+    allow_private_webhooks: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -40,7 +43,12 @@ ENV_NAMES = {
     "openai_base_url": "USAGEGATE_OPENAI_BASE_URL",
     "anthropic_base_url": "USAGEGATE_ANTHROPIC_BASE_URL",
     "allowed_targets": "USAGEGATE_ALLOWED_TARGETS",
+    "alert_interval": "USAGEGATE_ALERT_INTERVAL",
+    "allow_private_webhooks": "USAGEGATE_ALLOW_PRIVATE_WEBHOOKS",
 }
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off", "")
 
 
 def settings_from(options: Mapping[str, object], environ: Mapping[str, str] | None = None) -> Settings:
@@ -66,7 +74,14 @@ def _coerce(values: dict[str, object]) -> Settings:
         try:
             if name in ("port", "body_ttl_days"):
                 out[name] = int(str(value))
-            elif name in ("max_body_mb", "upstream_timeout", "fsync_interval", "flush_interval"):
+            elif name == "allow_private_webhooks":
+                if isinstance(value, bool):
+                    out[name] = value
+                elif str(value).strip().lower() in TRUE_WORDS + FALSE_WORDS:
+                    out[name] = str(value).strip().lower() in TRUE_WORDS
+                else:
+                    raise ValueError
+            elif name in ("max_body_mb", "upstream_timeout", "fsync_interval", "flush_interval", "alert_interval"):
                 out[name] = float(str(value))
                 if out[name] <= 0:  # type: ignore[operator]
                     raise ValueError
