@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -32,6 +33,7 @@ from usagegate.errors import (
 from usagegate.identity import Identity, clean_user_id, parse_helicone_headers
 from usagegate.limits import Guard, Ticket
 from usagegate.logpipe import Spool
+from usagegate.netguard import AddressGuard, literal_or_localhost, normalise_base
 from usagegate.records import Usage
 from usagegate.settings import Settings
 
@@ -73,7 +75,8 @@ class Gateway:
         self.keyring = keyring
         self.spool = spool
         self._session: aiohttp.ClientSession | None = None
-        self._allowed = set(settings.allowed_targets)
+        self._allowed = {normalise_base(url) for url in settings.allowed_targets}
+        self._addresses = AddressGuard()
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=min(settings.upstream_timeout, 30.0), sock_read=settings.upstream_timeout
         )
@@ -90,15 +93,24 @@ class Gateway:
 
     # -- routing ---------------------------------------------------------------------------------
 
-    def route(self, path: str, ident: Identity) -> Route:
+    async def route(self, path: str, ident: Identity) -> Route:
         if ident.target_url is not None:
-            if ident.target_url not in self._allowed:
+            try:
+                base = normalise_base(ident.target_url)
+            except ValueError:
+                base = ""
+            if base not in self._allowed:
                 raise BadRequest(
                     "Helicone-Target-URL is not on this gateway's allow-list (--allow-target).",
                     param="Helicone-Target-URL",
                 )
+            # An allowed name may still resolve somewhere internal (DNS rebinding, metadata IPs);
+            # private addresses pass only when the operator listed them literally.
+            await self._addresses.check(
+                base, allow_private=literal_or_localhost(urlsplit(base).hostname or ""), param="Helicone-Target-URL"
+            )
             provider = "anthropic" if path.endswith("/messages") else "openai"
-            return Route(provider, ident.target_url, path)
+            return Route(provider, base, path)
         if path.startswith("/anthropic/"):
             return Route("anthropic", self.settings.anthropic_base_url, path[len("/anthropic"):])
         if path.startswith("/openai/"):
@@ -116,14 +128,14 @@ class Gateway:
         try:
             ident = parse_helicone_headers(scope["headers"])
             request_id = ident.request_id or str(uuid.uuid4())
-            route = self.route(scope["path"], ident)
-            provider = route.provider
             org_id = self.keyring.org_for(ident.auth) if ident.auth else None
             if org_id is None:
                 raise Unauthorized(
                     "Missing or invalid usagegate key: send 'Helicone-Auth: Bearer <key>' "
                     "(create one with 'usagegate keys create --org NAME')."
                 )
+            route = await self.route(scope["path"], ident)
+            provider = route.provider
             if not self.spool.healthy:
                 # Fail closed: a request we could not record would be cost nobody can bill.
                 raise StoreUnavailable("usagegate cannot write its request log; refusing to forward unrecorded traffic.")

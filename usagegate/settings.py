@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from usagegate.errors import ConfigError
+from usagegate.netguard import normalise_base
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,7 +90,7 @@ def _coerce(values: dict[str, object]) -> Settings:
                 out[name] = Path(str(value))
             elif name == "allowed_targets":
                 items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[arg-type]
-                out[name] = tuple(t.strip().rstrip("/") for t in items if t.strip())
+                out[name] = tuple(normalise_base(t) for t in items if t.strip())
             elif name in ("openai_base_url", "anthropic_base_url"):
                 url = str(value).rstrip("/")
                 if not url.startswith(("http://", "https://")):
