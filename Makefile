@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+.PHONY: wrk
+wrk:
+	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
+
 .PHONY: chromium
 chromium:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
@@ -24,7 +28,7 @@ demo: install
 test: install chromium
 	$(BIN)/python -m pytest -q
 
-bench: install
+bench: install wrk
 	$(BIN)/usagegate bench
 
 clean:

@@ -92,6 +92,23 @@ def demo(
     run_demo(port=port, duration=duration, data_dir=data_dir, console=console)
 
 
+@app.command()
+def bench(
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
+    quick: bool = typer.Option(False, "--quick", help="A few seconds per phase instead of the full run (for tests)."),
+) -> None:
+    """Measure added latency, throughput vs a minimal pass-through, streaming TTFB and ingest rate (needs wrk)."""
+    import json
+
+    from usagegate.bench import render, run_bench
+
+    result = run_bench(quick=quick, console=err_console)
+    if json_out:
+        print(json.dumps(result))
+    else:
+        render(result, console)
+
+
 @keys_app.command("create")
 def keys_create(
     org: str = typer.Option(..., help="Organization name (created on first use)."),
