@@ -104,8 +104,10 @@ class UsagegateApp:
         pricer = Pricer()
         writer = BatchWriter(spool.directory, Ingest(store, pricer, PriceOverrides(settings)),
                              interval=settings.flush_interval)
-        # Replay what a previous run left in the spool before serving, so budgets see it.
-        writer.drain(timeout=60)
+        # Replay what a previous run left in the spool before serving, so budgets see it
+        # (unless the store is down: then the proxy serves and the writer catches up later).
+        if store.ready:
+            writer.drain(timeout=60)
         writer.start()
         self.ctx = AppContext(settings, config, keyring, spool, store, writer)
         app.state.ctx = self.ctx
@@ -121,7 +123,7 @@ class UsagegateApp:
             await self.gateway.shutdown()
             writer.stop()
             spool.close()
-            if not writer.drain(timeout=60):
+            if not writer.drain(timeout=60 if store.ready else 3):
                 log.error("could not drain the spool before exit; it will be replayed on next start")
             store.close()
             config.close()

@@ -69,6 +69,25 @@ def serve(
     )
 
 
+@app.command("store-ddl")
+def store_ddl(
+    cluster: Optional[str] = typer.Option(None, help="A ClickHouse cluster name: print ReplicatedMergeTree + Distributed DDL."),
+    body_ttl_days: int = typer.Option(30, help="Delete stored bodies after this many days."),
+) -> None:
+    """Print the log store's schema (what the gateway applies on start) for review or manual apply."""
+    from usagegate.cluster import created_tables, schema_migrations_ddl, to_cluster, valid_cluster_name
+    from usagegate.migrations import MIGRATIONS, body_ttl_statements
+
+    if cluster is not None and not valid_cluster_name(cluster):
+        raise UsagegateError(f"--cluster {cluster!r} is not a cluster name.")
+    schema = [statement for _, steps in MIGRATIONS for statement in steps] + body_ttl_statements(body_ttl_days)
+    tables = created_tables(schema)
+    out = [schema_migrations_ddl(cluster)]
+    for statement in schema:
+        out += to_cluster(statement, cluster, tables) if cluster else [statement]
+    print(";\n\n".join(s.strip() for s in out) + ";")
+
+
 @app.command("mock-upstream")
 def mock_upstream(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),

@@ -8,17 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import fcntl
 import json
+import logging
+import os
+import threading
+import time
 
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 import pyarrow as pa
 
+from usagegate.cluster import created_tables, schema_migrations_ddl, to_cluster, valid_cluster_name
 from usagegate.errors import ConfigError, StoreUnavailable
 from usagegate.migrations import MIGRATIONS, body_ttl_statements
+
+log = logging.getLogger("usagegate.store")
 
 # Analytics must not starve the proxy of the second core (an unbounded query stalled the loop).
 QUERY_SETTINGS = {
@@ -30,41 +39,95 @@ QUERY_SETTINGS = {
 
 
 class Store:
-    """Open with `Store.open(url, data_dir)`; `url` is "embedded" or clickhouse://user:pass@host:port/db."""
+    """Open with `Store.open(url, data_dir)`; `url` is "embedded" or clickhouse://user:pass@host:port/db.
 
-    def __init__(self, backend: _Backend) -> None:
+    The store may be down when the gateway starts (a ClickHouse server being restarted, or
+    another process holding the embedded store's lock): `open` does not fail then. It keeps
+    retrying the connection and the migrations in the background; until they succeed every
+    call raises `StoreUnavailable` (analytics answer 503) while the proxy keeps spooling.
+    """
+
+    RETRY_SECONDS = 1.0
+
+    def __init__(self, backend: _Backend, *, body_ttl_days: int = 30) -> None:
         self._backend = backend
+        self._body_ttl_days = body_ttl_days
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self.ready = False
+        self.last_error = ""
+        self._last_attempt = 0.0
+        self._closing = threading.Event()
+        self._retrier: threading.Thread | None = None
 
     @classmethod
     def open(cls, url: str, data_dir: Path, *, body_ttl_days: int = 30) -> Store:
-        backend: _Backend
-        if url in ("", "embedded", "chdb"):
-            backend = _ChdbBackend(data_dir / "store")
-        elif url.startswith(("clickhouse://", "clickhouses://")):
-            backend = _ServerBackend(url)
-        else:
-            raise ConfigError(f"Setting 'store' has value {url!r}: use 'embedded' or clickhouse://user:pass@host:8123/db.")
-        store = cls(backend)
-        store.call(store._migrate, body_ttl_days)
+        """Build the store and try to connect once; on failure keep retrying in the background.
+
+        Raises ConfigError for a URL it cannot use (never for a store that is merely down).
+        """
+        store = cls(backend_for(url, data_dir), body_ttl_days=body_ttl_days)
+        if not store.call(store._connect):
+            log.warning("log store unavailable, retrying every %.0f s: %s", cls.RETRY_SECONDS, store.last_error)
+            store._retrier = threading.Thread(target=store._retry_loop, name="store-connect", daemon=True)
+            store._retrier.start()
         return store
 
+    def _retry_loop(self) -> None:
+        while not self.ready and not self._closing.wait(self.RETRY_SECONDS):
+            try:
+                if self.call(self._connect):
+                    log.warning("log store available again")
+            except RuntimeError:  # the executor shut down under us: the store is closing
+                return
+
+    def _connect(self) -> bool:
+        """Connect and migrate (store thread). True when the store is ready."""
+        if self.ready:
+            return True
+        self._last_attempt = time.monotonic()
+        try:
+            self._backend.connect()
+            self._migrate(self._body_ttl_days)
+        except Exception as exc:  # chDB and clickhouse-connect raise many unrelated types
+            self.last_error = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
+            self._backend.disconnect()
+            return False
+        self.ready, self.last_error = True, ""
+        return True
+
+    def _require(self) -> None:
+        """Raise StoreUnavailable unless connected (store thread); retries at most once a second."""
+        if self.ready:
+            return
+        if time.monotonic() - self._last_attempt >= self.RETRY_SECONDS and self._connect():
+            return
+        raise StoreUnavailable(f"The log store is unavailable ({self.last_error}); requests are being spooled "
+                               "and will be stored when it is back.")
+
     def _migrate(self, body_ttl_days: int) -> None:
-        self._backend.command(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (name String, applied_at DateTime) "
-            "ENGINE = MergeTree ORDER BY name"
-        )
-        done = {row["name"] for row in self._backend.select("SELECT name FROM schema_migrations", {})}
+        cluster = self._backend.cluster
+        self._backend.command(schema_migrations_ddl(cluster))
+        done = {row["name"] for row in self._backend.select("SELECT DISTINCT name FROM schema_migrations", {})}
         for name, statements in MIGRATIONS:
             if name in done:
                 continue
             for statement in statements:
-                self._backend.command(statement)
+                self._command(statement)
             self._backend.command(
                 "INSERT INTO schema_migrations VALUES ({n:String}, now())", {"n": name}
             )
         for statement in body_ttl_statements(body_ttl_days):
-            self._backend.command(statement)
+            self._command(statement)
+
+    def _command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        cluster = self._backend.cluster
+        if cluster is None:
+            self._backend.command(sql, params)
+            return
+        # On a cluster, DDL and mutations go to every shard's local tables (usagegate/cluster.py).
+        tables = created_tables([s for _, steps in MIGRATIONS for s in steps])
+        for statement in to_cluster(sql, cluster, tables):
+            self._backend.command(statement, params)
 
     # -- running on the store thread ----------------------------------------------------------
 
@@ -76,24 +139,67 @@ class Store:
         return await asyncio.wrap_future(self._executor.submit(fn, *args))
 
     def select(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Rows as dicts. Call from the store thread (or through `query`)."""
+        """Rows as dicts. Call from the store thread (or through `query`). Raises StoreUnavailable."""
+        self._require()
         return self._backend.select(sql, params or {})
 
     def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
-        self._backend.command(sql, params or {})
+        self._require()
+        self._command(sql, params or {})
 
     def insert_arrow(self, table: str, data: pa.Table, token: str) -> None:
+        """Insert one batch; idempotent per `token` (raw table and every rollup). Raises StoreUnavailable."""
+        self._require()
         self._backend.insert_arrow(table, data, token)
 
     async def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         return await self.acall(self.select, sql, params)  # type: ignore[no-any-return]
 
     def close(self) -> None:
+        self._closing.set()
+        if self._retrier is not None:
+            self._retrier.join(timeout=10)
         self._executor.shutdown(wait=True)
-        self._backend.close()
+        self._backend.disconnect()
+
+
+def backend_for(url: str, data_dir: Path) -> _Backend:
+    """The backend a store URL names; raises ConfigError for anything else. Connects lazily."""
+    if url in ("", "embedded", "chdb"):
+        return _ChdbBackend(data_dir / "store")
+    if url.startswith(("clickhouse://", "clickhouses://")):
+        parsed = urlparse(url)
+        if not parsed.hostname:
+            raise ConfigError(f"Setting 'store' has value {_redact(url)!r}: the URL names no host.")
+        try:
+            parsed.port
+        except ValueError:
+            raise ConfigError(f"Setting 'store' has value {_redact(url)!r}: the port is not a number.") from None
+        cluster = parse_qs(parsed.query).get("cluster", [None])[-1]
+        if cluster is not None and not valid_cluster_name(cluster):
+            raise ConfigError(f"Setting 'store' has value {_redact(url)!r}: {cluster!r} is not a cluster name.")
+        return _ServerBackend(url, cluster)
+    raise ConfigError(f"Setting 'store' has value {_redact(url)!r}: use 'embedded' or clickhouse://user:pass@host:8123/db.")
+
+
+def _redact(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@", 1)
+    return url
 
 
 class _Backend:
+    """One connection to a store. `connect` may raise anything; `disconnect` never raises."""
+
+    cluster: str | None = None  # a ClickHouse cluster name: DDL goes ON CLUSTER (usagegate/cluster.py)
+
+    def connect(self) -> None:
+        raise NotImplementedError
+
+    def disconnect(self) -> None:
+        pass
+
     def select(self, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         raise NotImplementedError
 
@@ -103,19 +209,29 @@ class _Backend:
     def insert_arrow(self, table: str, data: pa.Table, token: str) -> None:
         raise NotImplementedError
 
-    def close(self) -> None:
-        pass
-
-
 INSERT_SETTINGS = "insert_deduplicate = 1, deduplicate_blocks_in_dependent_materialized_views = 1"
 
 
 class _ChdbBackend(_Backend):
     def __init__(self, path: Path) -> None:
+        self._path = path
+        self._session: Any = None
+
+    def connect(self) -> None:
+        if self._session is not None:
+            return
         from chdb.session import Session  # imported here: it costs ~290 MB and is embedded-only
 
-        path.mkdir(parents=True, exist_ok=True)
-        self._session = Session(str(path))
+        self._path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._session = Session(str(self._path))
+        except Exception as exc:
+            if _locked(self._path / "status"):
+                raise StoreUnavailable(
+                    f"another process holds the embedded store in {self._path} (one process can open it; "
+                    "use --workers to serve from several processes)"
+                ) from exc
+            raise
 
     def select(self, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         settings = ", ".join(f"{k} = {v}" for k, v in QUERY_SETTINGS.items())
@@ -136,34 +252,74 @@ class _ChdbBackend(_Backend):
             f"insert_deduplication_token = '{safe_token}' SELECT {columns} FROM Python(data)"
         )
 
-    def close(self) -> None:
-        self._session.close()
+    def disconnect(self) -> None:
+        if self._session is not None:
+            with contextlib.suppress(Exception):
+                self._session.close()
+            self._session = None
+
+
+def _locked(path: Path) -> bool:
+    """Whether another process holds chDB's lock file (ClickHouse flocks `<dir>/status`)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases the lock if we got it
+    return False
 
 
 class _ServerBackend(_Backend):
-    """A ClickHouse server through clickhouse-connect; the SQL is the same as chDB's."""
+    """A ClickHouse server through clickhouse-connect; the SQL is the same as chDB's.
 
-    def __init__(self, url: str) -> None:
+    Selects ask the server for JSONEachRow, exactly what the chDB backend parses, so both
+    backends hand analytics identical rows (decimals as exact strings, times as text).
+    """
+
+    def __init__(self, url: str, cluster: str | None = None) -> None:
+        self._url = url
+        self.cluster = cluster
+        self._client: Any = None
+        self._insert_settings: dict[str, Any] = {
+            "insert_deduplicate": 1, "deduplicate_blocks_in_dependent_materialized_views": 1,
+        }
+        if cluster is not None:
+            # Insert into every shard before answering, so the dedup token reaches each shard's block.
+            self._insert_settings["insert_distributed_sync"] = 1
+
+    def connect(self) -> None:
+        if self._client is not None:
+            return
         import clickhouse_connect
 
-        parsed = urlparse(url)
-        self._client = clickhouse_connect.get_client(
-            host=parsed.hostname or "127.0.0.1",
-            port=parsed.port or 8123,
-            username=parsed.username or "default",
-            password=parsed.password or "",
-            database=(parsed.path or "/default").lstrip("/") or "default",
-            secure=parsed.scheme == "clickhouses",
-            settings=QUERY_SETTINGS,
-        )
+        parsed = urlparse(self._url)
+        try:
+            self._client = clickhouse_connect.get_client(
+                host=parsed.hostname or "127.0.0.1",
+                port=parsed.port or (8443 if parsed.scheme == "clickhouses" else 8123),
+                username=unquote(parsed.username or "default"),
+                password=unquote(parsed.password or ""),
+                database=(parsed.path or "/default").lstrip("/") or "default",
+                secure=parsed.scheme == "clickhouses",
+                settings=QUERY_SETTINGS,
+                connect_timeout=5,
+                send_receive_timeout=120,
+                autogenerate_session_id=False,  # the store thread is the only user; no session lock
+            )
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot reach ClickHouse at {parsed.hostname}:{parsed.port}: {exc}") from exc
 
     def select(self, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         try:
-            result = self._client.query(sql, parameters=dict(params), settings={"output_format_json_quote_64bit_integers": 0})
+            text = self._client.raw_query(sql, parameters=dict(params), fmt="JSONEachRow")
         except Exception as exc:  # clickhouse-connect raises several unrelated types
             raise StoreUnavailable(f"ClickHouse query failed: {exc}") from exc
-        names = result.column_names
-        return [dict(zip(names, row)) for row in result.result_rows]
+        return [json.loads(line) for line in text.splitlines() if line]
 
     def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         try:
@@ -173,15 +329,12 @@ class _ServerBackend(_Backend):
 
     def insert_arrow(self, table: str, data: pa.Table, token: str) -> None:
         try:
-            self._client.insert_arrow(
-                table, data,
-                settings={"insert_deduplicate": 1, "insert_deduplication_token": token,
-                          "deduplicate_blocks_in_dependent_materialized_views": 1},
-            )
+            self._client.insert_arrow(table, data, settings={**self._insert_settings, "insert_deduplication_token": token})
         except Exception as exc:
             raise StoreUnavailable(f"ClickHouse insert failed: {exc}") from exc
 
-    def close(self) -> None:
-        self._client.close()
-
-
+    def disconnect(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None
