@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from usagegate.api import anomalies as anomalies_routes
 from usagegate.api import limits as limits_routes
 from usagegate.api import requests as requests_routes
 from usagegate.api import user_tokens as user_tokens_routes
@@ -48,4 +49,4 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(400, f"Invalid parameter {param}: {first.get('msg', 'invalid')}.", param)
 
 
-ROUTERS = [requests_routes.router, limits_routes.router, user_tokens_routes.router]
+ROUTERS = [requests_routes.router, limits_routes.router, user_tokens_routes.router, anomalies_routes.router]

@@ -13,7 +13,8 @@ from fastapi import APIRouter, Depends, Request
 
 from usagegate.api.auth import context, org_of
 from usagegate.api.params import ApiError, bad_param, time_range
-from usagegate.own_usage import own_usage
+# A module import: usagegate.own_usage imports api.params, which loads this package first.
+from usagegate import own_usage as usage
 from usagegate.user_tokens import UserToken, create_user_token, list_user_tokens, revoke_user_token, user_for_token
 
 router = APIRouter()
@@ -71,4 +72,4 @@ async def usage_me(request: Request, who: tuple[str, str] = Depends(user_of)) ->
                                   "parameters are 'from' and 'to'.")
     span = time_range(request.query_params.get("from"), request.query_params.get("to"))
     ctx = context(request)
-    return await own_usage(ctx.store, ctx.config.conn, who[0], who[1], span)
+    return await usage.own_usage(ctx.store, ctx.config.conn, who[0], who[1], span)
