@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from usagegate import api
+from usagegate import api, tokenizer
 from usagegate.config_db import ConfigDB, KeyRing
 from usagegate.context import AppContext
 from usagegate.gateway import Gateway, Receive, Scope, Send, is_proxy_path
@@ -97,6 +97,9 @@ class UsagegateApp:
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # The first estimated stream would otherwise load the encoding on the event loop (0.3-2 s
+        # here); a thread keeps it off startup too (the gateway restarts fast after a crash).
+        threading.Thread(target=tokenizer.warm_up, name="tokenizer-warm-up", daemon=True).start()
         config = ConfigDB(settings.data_dir)
         keyring = KeyRing(config)
         spool = Spool(settings.data_dir / "spool", fsync_interval=settings.fsync_interval)

@@ -47,6 +47,13 @@ class PayloadTooLarge(UsagegateError):
     error_type = "request_too_large"
 
 
+class ClientClosed(UsagegateError):
+    """The client went away before the gateway could answer (nginx's 499; never actually sent)."""
+
+    status = 499
+    error_type = "client_closed_request"
+
+
 class RateLimited(UsagegateError):
     status = 429
     error_type = "rate_limit_error"

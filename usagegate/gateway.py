@@ -21,6 +21,7 @@ from usagegate import providers
 from usagegate.config_db import KeyRing
 from usagegate.errors import (
     BadRequest,
+    ClientClosed,
     PayloadTooLarge,
     RateLimited,
     StoreUnavailable,
@@ -125,6 +126,8 @@ class Gateway:
         self.requests_total += 1
         provider = "anthropic" if scope["path"].startswith("/anthropic/") else "openai"
         request_id = ""
+        ident: Identity | None = None
+        org_id: str | None = None
         try:
             ident = parse_helicone_headers(scope["headers"])
             request_id = ident.request_id or str(uuid.uuid4())
@@ -141,7 +144,9 @@ class Gateway:
                 raise StoreUnavailable("usagegate cannot write its request log; refusing to forward unrecorded traffic.")
             body = await self._read_body(receive)
         except UsagegateError as error:
-            await self._send_error(send, provider, error, request_id or str(uuid.uuid4()))
+            request_id = request_id or str(uuid.uuid4())
+            self._log_refusal(scope, provider, error, request_id, org_id, ident, started)
+            await self._send_error(send, provider, error, request_id)
             return
         await self._forward(scope, receive, send, route, ident, org_id, request_id, body, started, clock)
 
@@ -152,7 +157,7 @@ class Gateway:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise BadRequest("client disconnected before sending the whole body")
+                raise ClientClosed("The client disconnected before sending the whole body.")
             chunk = message.get("body", b"")
             if chunk:
                 size += len(chunk)
@@ -174,6 +179,7 @@ class Gateway:
             try:
                 user_id = clean_user_id(facts.user, "body user")
             except BadRequest as error:
+                self._log_refusal(scope, route.provider, error, request_id, org_id, ident, started)
                 await self._send_error(send, route.provider, error, request_id)
                 return
         strip_usage = False
@@ -218,6 +224,7 @@ class Gateway:
                 await self._fail(send, record, error, clock)
                 return
             except UsagegateError as error:
+                self._log_refusal(scope, route.provider, error, request_id, org_id, ident, started)
                 await self._send_error(send, route.provider, error, request_id)
                 return
         url = route.base_url + route.path
@@ -357,6 +364,42 @@ class Gateway:
             self.guard.settle(ticket, record)
         await self._send_error(send, record["provider"], error, record["request_id"])
 
+    def _log_refusal(
+        self, scope: Scope, provider: str, error: UsagegateError, request_id: str, org_id: str | None,
+        ident: Identity | None, started: float,
+    ) -> None:
+        """Record a request the gateway answered itself (400, 413, 499) when we know its org.
+
+        Not recorded: 401 (no org to file it under) and 503 for an unwritable spool (nowhere to
+        write it). A bad Helicone header stops parsing before the key is read, so look it up here.
+        """
+        if isinstance(error, StoreUnavailable):
+            return
+        if org_id is None:
+            auth = next((v for k, v in scope["headers"] if k == b"helicone-auth"), None)
+            if auth is None:
+                return
+            token = auth.decode("latin-1").strip()
+            org_id = self.keyring.org_for(token[7:].strip() if token[:7].lower() == "bearer " else token)
+            if org_id is None:
+                return
+        record: dict[str, Any] = {
+            "request_id": request_id,
+            "org_id": org_id,
+            "created_at": int(started * 1000),
+            "user_id": (ident.user_id or "") if ident is not None else "",
+            "provider": provider,
+            "model": "",
+            "request_model": "",
+            "method": scope["method"],
+            "path": _upstream_path(scope["path"]),
+            "status": error.status,
+            "properties": ident.properties if ident is not None else {},
+            "error": error.message[:2000],
+            "latency_ms": int((time.time() - started) * 1000),
+        }
+        self._log(record)
+
     def _log(self, record: dict[str, Any]) -> None:
         if record["status"] >= 400:
             self.errors_total += 1
@@ -413,6 +456,13 @@ def _apply_usage(record: dict[str, Any], usage: Usage | None) -> None:
 
 def _usd(amount: Decimal) -> bytes:
     return format(amount.quantize(NINE_PLACES), "f").encode()
+
+
+def _upstream_path(path: str) -> str:
+    for prefix in ("/anthropic/", "/openai/"):
+        if path.startswith(prefix):
+            return path[len(prefix) - 1:]
+    return path
 
 
 def _stored_text(body: bytes) -> str:

@@ -6,7 +6,7 @@ Durability contract (DESIGN §3, docs/reliability.md):
   process); `fsync` runs on a short interval (`fsync_interval`) to survive machine crashes too.
 - `BatchWriter` reads complete lines past its checkpoint, writes its *intent* (segment, start,
   end) to the checkpoint file, inserts that exact range with the deterministic dedup token
-  `"<segment>:<start>:<end>"`, then advances the checkpoint. After a crash the pending range is
+  `"<spool id>:<segment>:<start>:<end>"`, then advances the checkpoint. After a crash the pending range is
   replayed with the same token, so the store (raw table and every rollup) ignores the duplicate.
 """
 
@@ -16,6 +16,8 @@ import logging
 import os
 import threading
 import time
+import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,8 @@ log = logging.getLogger("usagegate.logpipe")
 
 SEGMENT_BYTES = 64 * 1024 * 1024
 MAX_BATCH_BYTES = 16 * 1024 * 1024
+# Records held in memory while the disk refuses writes (about 10 s of heavy traffic).
+MAX_BACKLOG = 50_000
 
 
 def _segment_name(number: int) -> str:
@@ -38,9 +42,16 @@ def _segments(directory: Path) -> list[int]:
 
 
 class Spool:
-    """Append-only record log in `<data_dir>/spool`, one JSON object a line."""
+    """Append-only record log in `<data_dir>/spool`, one JSON object a line.
 
-    def __init__(self, directory: Path, *, fsync_interval: float = 0.2) -> None:
+    When the disk refuses a write (full, quota, I/O error), the line is kept in a bounded memory
+    backlog, `healthy` turns False (the gateway then refuses new proxy requests with 503 and
+    `/health` answers 503), and the fsync thread retries the backlog every `fsync_interval` until
+    the disk takes it again; then `healthy` turns True. A record that got a 2xx answer while the
+    disk was failing is therefore durable only once the backlog is written (docs/reliability.md).
+    """
+
+    def __init__(self, directory: Path, *, fsync_interval: float = 0.2, max_backlog: int = MAX_BACKLOG) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         existing = _segments(directory)
@@ -50,9 +61,13 @@ class Spool:
         self._size = 0
         self._dirty = False
         self._lock = threading.Lock()
+        self._backlog: deque[bytes] = deque()
+        self._max_backlog = max_backlog
+        self._closed = False
         self.healthy = True
         self.last_error = ""
         self.appended = 0
+        self.dropped = 0
         self._fsync_interval = fsync_interval
         self._stop = threading.Event()
         self._fsyncer = threading.Thread(target=self._fsync_loop, name="spool-fsync", daemon=True)
@@ -61,36 +76,61 @@ class Spool:
     def _open(self, number: int) -> int:
         return os.open(self.directory / _segment_name(number), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
+    @property
+    def backlog(self) -> int:
+        return len(self._backlog)
+
     def append(self, record: dict[str, Any]) -> bool:
-        """Write one record; False (and `healthy` = False) when the disk refused it."""
+        """Write one record (one `write(2)`); False when it could only be kept in memory for now."""
         line = orjson.dumps(record) + b"\n"
         with self._lock:
+            if self._closed:
+                self.dropped += 1
+                log.error("record %s arrived after the spool closed; it is lost", record.get("request_id"))
+                return False
+            self._backlog.append(line)
+            if len(self._backlog) > self._max_backlog:
+                self._backlog.popleft()
+                self.dropped += 1
+                log.error("spool backlog full (%d records): dropped the oldest record", self._max_backlog)
+            return self._write_backlog()
+
+    def _write_backlog(self) -> bool:
+        """Write queued lines in order; on the first failure keep the rest. Caller holds the lock."""
+        while self._backlog:
+            line = self._backlog[0]
             try:
                 if self._size + len(line) > SEGMENT_BYTES and self._size > 0:
                     self._roll()
                 written = os.write(self._fd, line)
                 if written != len(line):
+                    # A torn line would glue itself to the next one: cut it off again.
+                    os.ftruncate(self._fd, self._size)
                     raise OSError(f"short write to spool ({written} of {len(line)} bytes)")
             except OSError as exc:
+                if self.healthy:
+                    log.error("spool write failed, holding records in memory: %s", exc)
                 self.healthy = False
                 self.last_error = str(exc)
-                log.error("spool write failed: %s", exc)
                 return False
+            self._backlog.popleft()
             self._size += written
             self._dirty = True
             self.appended += 1
-            self.healthy = True
+        if not self.healthy:
+            log.warning("spool writable again; backlog written")
+        self.healthy = True
         return True
 
     def _roll(self) -> None:
         os.fsync(self._fd)
+        # Open the next segment before closing this one, so a failure leaves a usable fd.
+        fd = self._open(self._number + 1)
         os.close(self._fd)
-        self._number += 1
-        self._fd = self._open(self._number)
-        self._size = 0
+        self._fd, self._number, self._size = fd, self._number + 1, 0
 
     def probe(self) -> bool:
-        """Check the spool directory is writable (for /health)."""
+        """Whether the spool takes writes: appends succeed and a file can be created (for /health)."""
         path = self.directory / ".probe"
         try:
             with open(path, "wb") as handle:
@@ -102,31 +142,61 @@ class Spool:
         return self.healthy
 
     def sync(self) -> None:
+        """fsync the current segment if anything was written since the last sync; retry the backlog."""
         with self._lock:
+            if self._closed:
+                return
+            if self._backlog:
+                self._write_backlog()
             if self._dirty:
-                os.fsync(self._fd)
+                try:
+                    os.fsync(self._fd)
+                except OSError as exc:
+                    self.healthy = False
+                    self.last_error = str(exc)
+                    raise
                 self._dirty = False
+                if not self._backlog:
+                    self.healthy = True
 
     def _fsync_loop(self) -> None:
         while not self._stop.wait(self._fsync_interval):
             try:
                 self.sync()
             except OSError as exc:
-                self.healthy = False
-                self.last_error = str(exc)
+                log.error("spool fsync failed: %s", exc)
 
     def close(self) -> None:
+        """Stop the fsync thread, write what can be written, fsync, close. Later appends are refused."""
         self._stop.set()
         self._fsyncer.join(timeout=5)
-        self.sync()
-        os.close(self._fd)
+        with self._lock:
+            if self._closed:
+                return
+            self._write_backlog()
+            if self._backlog:
+                log.error("%d spooled records could not be written before exit; they are lost", len(self._backlog))
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                log.error("spool fsync failed at close: %s", exc)
+            os.close(self._fd)
+            self._closed = True
 
 
 @dataclass
 class Checkpoint:
+    """Where the writer is: everything before (segment, offset) is in the store.
+
+    `pending` is the range being inserted (written *before* the insert: after a crash it is
+    replayed with the same dedup token); `last` is the last range committed, kept for operators
+    (and the replay test, which puts it back as `pending` to re-enact a crash after an insert).
+    """
+
     segment: int = 0
     offset: int = 0
     pending: tuple[int, int, int] | None = None  # (segment, start, end) being inserted
+    last: tuple[int, int, int] | None = None  # the last (segment, start, end) committed
 
     @classmethod
     def load(cls, path: Path) -> Checkpoint:
@@ -135,15 +205,37 @@ class Checkpoint:
         except FileNotFoundError:
             return cls()
         pending = tuple(data["pending"]) if data.get("pending") else None
-        return cls(int(data["segment"]), int(data["offset"]), pending)  # type: ignore[arg-type]
+        last = tuple(data["last"]) if data.get("last") else None
+        return cls(int(data["segment"]), int(data["offset"]), pending, last)  # type: ignore[arg-type]
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
         with open(tmp, "wb") as handle:
-            handle.write(orjson.dumps({"segment": self.segment, "offset": self.offset, "pending": self.pending}))
+            handle.write(orjson.dumps(
+                {"segment": self.segment, "offset": self.offset, "pending": self.pending, "last": self.last}
+            ))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+
+
+def _spool_id(directory: Path) -> str:
+    """A random id per spool directory, made once: part of every dedup token, so two spools
+    (two machines on one ClickHouse, or a spool directory recreated from scratch) whose segment
+    numbers and offsets coincide never have each other's batches deduplicated away."""
+    path = directory / "spool_id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    value = uuid.uuid4().hex[:16]
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as handle:
+        handle.write(value)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return value
 
 
 # insert(records, token) must be idempotent per token; it raises to ask for a retry.
@@ -159,6 +251,7 @@ class BatchWriter:
         self._interval = interval
         self._checkpoint_path = directory / "checkpoint.json"
         self.checkpoint = Checkpoint.load(self._checkpoint_path)
+        self.spool_id = _spool_id(directory)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.inserted = 0
@@ -198,8 +291,8 @@ class BatchWriter:
         segment, start, end = cp.pending
         records = self._read(segment, start, end)
         if records:
-            self._insert(records, f"{segment}:{start}:{end}")
-        cp.segment, cp.offset, cp.pending = segment, end, None
+            self._insert(records, f"{self.spool_id}:{segment}:{start}:{end}")
+        cp.segment, cp.offset, cp.pending, cp.last = segment, end, None, (segment, start, end)
         cp.save(self._checkpoint_path)
         self.inserted += len(records)
         return max(len(records), 1)
@@ -235,9 +328,14 @@ class BatchWriter:
             self.checkpoint.save(self._checkpoint_path)
 
     def _read(self, segment: int, start: int, end: int) -> list[dict[str, Any]]:
-        with open(self.directory / _segment_name(segment), "rb") as handle:
-            handle.seek(start)
-            data = handle.read(end - start)
+        try:
+            with open(self.directory / _segment_name(segment), "rb") as handle:
+                handle.seek(start)
+                data = handle.read(end - start)
+        except FileNotFoundError:
+            # Deleted by hand: retrying forever would stop every later batch too.
+            log.error("spool segment %d is gone; its range %d-%d cannot be replayed", segment, start, end)
+            return []
         records = []
         for line in data.split(b"\n"):
             if line:
@@ -248,7 +346,13 @@ class BatchWriter:
         return records
 
     def drain(self, timeout: float = 30.0) -> bool:
-        """Move everything currently spooled; True when the spool is empty (used on SIGTERM)."""
+        """Move everything currently spooled; True when the spool is empty (used on SIGTERM).
+
+        Call after `stop()`: two threads moving the same range would race on the checkpoint.
+        """
+        if self._thread is not None and self._thread.is_alive():
+            log.error("the batch writer is still busy; not draining beside it")
+            return False
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
