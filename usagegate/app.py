@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal
@@ -26,42 +25,12 @@ from usagegate.api.params import ch_time
 from usagegate.ingest import Ingest
 from usagegate.limits import Guard
 from usagegate.logpipe import BatchWriter, Spool
-from usagegate.pricing import PriceOverride, Pricer
+from usagegate.price_overrides import PriceOverrides
+from usagegate.pricing import Pricer
 from usagegate.settings import Settings
 from usagegate.store import Store
 
 log = logging.getLogger("usagegate")
-
-
-class PriceOverrides:
-    """Per-org price overrides from config.db, reloaded when the file changes (writer thread)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._db = ConfigDB(settings.data_dir)
-        self._version = -1
-        self._lock = threading.Lock()
-        self._table: dict[tuple[str, str], PriceOverride] = {}
-
-    def __call__(self, org_id: str, model: str) -> PriceOverride | None:
-        with self._lock:
-            version = self._db.data_version()
-            if version != self._version:
-                self._table = self._load()
-                self._version = version
-            return self._table.get((org_id, model))
-
-    def _load(self) -> dict[tuple[str, str], PriceOverride]:
-        rows = self._db.conn.execute(
-            "SELECT org_id, model, input_mtok, output_mtok, cache_read_mtok, cache_write_mtok FROM prices"
-        ).fetchall()
-        return {
-            (r[0], r[1]): PriceOverride(
-                input_mtok=Decimal(r[2]), output_mtok=Decimal(r[3]),
-                cache_read_mtok=Decimal(r[4]) if r[4] is not None else None,
-                cache_write_mtok=Decimal(r[5]) if r[5] is not None else None,
-            )
-            for r in rows
-        }
 
 
 class UsagegateApp:
@@ -105,7 +74,7 @@ class UsagegateApp:
         spool = Spool(settings.data_dir / "spool", fsync_interval=settings.fsync_interval)
         store = Store.open(settings.store, settings.data_dir, body_ttl_days=settings.body_ttl_days)
         pricer = Pricer()
-        writer = BatchWriter(spool.directory, Ingest(store, pricer, PriceOverrides(settings)),
+        writer = BatchWriter(spool.directory, Ingest(store, pricer, PriceOverrides(settings.data_dir)),
                              interval=settings.flush_interval)
         # Replay what a previous run left in the spool before serving, so budgets see it
         # (unless the store is down: then the proxy serves and the writer catches up later).

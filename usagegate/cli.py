@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from usagegate.cli_prices import prices_app
 from usagegate.errors import UsagegateError
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Create, list and revoke usagegate keys (one org per key).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(prices_app, name="prices")
 console = Console()
 err_console = Console(stderr=True)
 

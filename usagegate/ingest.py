@@ -75,12 +75,19 @@ def record_cost(pricer: Pricer, record: dict[str, Any], override: PriceOverride 
     return pricer.cost(record["provider"], record["model"], usage, status=record["status"], override=override)
 
 
+def _override(overrides: OverrideLookup, record: dict[str, Any]) -> PriceOverride | None:
+    for_record = getattr(overrides, "for_record", None)
+    if for_record is not None:  # PriceOverrides: falls back to the requested model's override
+        return for_record(record["org_id"], record["model"], record.get("request_model", ""))  # type: ignore[no-any-return]
+    return overrides(record["org_id"], record["model"])
+
+
 def to_arrow(records: list[dict[str, Any]], pricer: Pricer, overrides: OverrideLookup) -> pa.Table:
     columns: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
     for record in records:
         for name in SCHEMA.names:
             if name == "cost_usd":
-                columns[name].append(record_cost(pricer, record, overrides(record["org_id"], record["model"])))
+                columns[name].append(record_cost(pricer, record, _override(overrides, record)))
             elif name == "properties":
                 columns[name].append(list(record.get("properties", {}).items()))
             else:
@@ -97,5 +104,16 @@ class Ingest:
         self._overrides = overrides
 
     def __call__(self, records: list[dict[str, Any]], token: str) -> None:
+        refresh = getattr(self._overrides, "refresh", None)
+        version = refresh() if refresh is not None else None
         table = to_arrow(records, self._pricer, self._overrides)
-        self._store.call(self._store.insert_arrow, "requests", table, token)
+
+        def insert() -> None:
+            nonlocal table
+            # An override that arrived while we priced re-prices the NULL rows already stored
+            # (on this same store thread); this batch is not stored yet, so price it again.
+            if refresh is not None and refresh() != version:
+                table = to_arrow(records, self._pricer, self._overrides)
+            self._store.insert_arrow("requests", table, token)
+
+        self._store.call(insert)

@@ -98,7 +98,8 @@ def _rates(
     return _Rates(scale, *ints)
 
 
-def _override_rates(override: PriceOverride) -> _Rates:
+def override_rates(override: PriceOverride) -> _Rates:
+    """The integer rates an override prices with (also used to reprice rows in SQL)."""
     return _rates(
         override.input_mtok,
         override.cache_read_mtok,
@@ -144,7 +145,7 @@ class Pricer:
             if rates is None:
                 if len(self._overrides) >= _CACHE_LIMIT:
                     self._overrides.clear()
-                rates = self._overrides[override] = _override_rates(override)
+                rates = self._overrides[override] = override_rates(override)
             return rates.cost(usage)
         if not model:
             return None
@@ -232,4 +233,4 @@ def _calc_price(provider: str, model_ref: str, usage: Usage) -> Decimal | None:
     return result.total_price.quantize(NANO, ROUND_HALF_EVEN)
 
 
-__all__ = ["NANO", "PriceOverride", "Pricer"]
+__all__ = ["NANO", "PriceOverride", "Pricer", "override_rates"]

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 
 from usagegate.api import anomalies as anomalies_routes
 from usagegate.api import limits as limits_routes
+from usagegate.api import prices as prices_routes
 from usagegate.api import requests as requests_routes
 from usagegate.api import user_tokens as user_tokens_routes
 from usagegate.api.params import ApiError
@@ -49,4 +50,5 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(400, f"Invalid parameter {param}: {first.get('msg', 'invalid')}.", param)
 
 
-ROUTERS = [requests_routes.router, limits_routes.router, user_tokens_routes.router, anomalies_routes.router]
+ROUTERS = [requests_routes.router, limits_routes.router, user_tokens_routes.router, anomalies_routes.router,
+           prices_routes.router]
