@@ -24,11 +24,14 @@ from usagegate.gateway import Gateway, Receive, Scope, Send, is_proxy_path
 from usagegate.api.params import ch_time
 from usagegate.ingest import Ingest
 from usagegate.limits import Guard
-from usagegate.logpipe import BatchWriter, Spool
+from usagegate.logpipe import Spool
+from usagegate.owner_link import is_internal
 from usagegate.price_overrides import PriceOverrides
 from usagegate.pricing import Pricer
 from usagegate.settings import Settings
 from usagegate.store import Store
+from usagegate import worker_routes
+from usagegate.writers import WriterSet, spool_dir
 
 log = logging.getLogger("usagegate")
 
@@ -40,6 +43,7 @@ class UsagegateApp:
         self.settings = settings
         self.ctx: AppContext | None = None
         self.gateway: Gateway | None = None
+        self._spent: Any = None
         self.api = FastAPI(title="usagegate", version="0.1.0",
                            lifespan=self._lifespan)
         api.install_error_handlers(self.api)
@@ -52,6 +56,9 @@ class UsagegateApp:
             is_proxy_path(scope["path"]) or _has_target_header(scope)
         ):
             await self.gateway(scope, receive, send)
+            return
+        if scope["type"] == "http" and scope["path"].startswith("/_worker/") and is_internal(scope):
+            await worker_routes.handle(scope, send, spent=self._spent, metrics=None)
             return
         await self.api(scope, receive, send)
 
@@ -71,20 +78,24 @@ class UsagegateApp:
         threading.Thread(target=tokenizer.warm_up, name="tokenizer-warm-up", daemon=True).start()
         config = ConfigDB(settings.data_dir)
         keyring = KeyRing(config)
-        spool = Spool(settings.data_dir / "spool", fsync_interval=settings.fsync_interval)
+        spool = Spool(spool_dir(settings.data_dir, settings.worker_index), fsync_interval=settings.fsync_interval)
         store = Store.open(settings.store, settings.data_dir, body_ttl_days=settings.body_ttl_days)
         pricer = Pricer()
-        writer = BatchWriter(spool.directory, Ingest(store, pricer, PriceOverrides(settings.data_dir)),
-                             interval=settings.flush_interval)
+        # This process owns the store: it writes every spool in the data dir (usagegate/writers.py).
+        writers = WriterSet(settings.data_dir, Ingest(store, pricer, PriceOverrides(settings.data_dir)),
+                            workers=settings.workers, interval=settings.flush_interval)
+        writer = writers.writer_for(spool.directory)
         # Replay what a previous run left in the spool before serving, so budgets see it
         # (unless the store is down: then the proxy serves and the writer catches up later).
         if store.ready:
-            writer.drain(timeout=60)
-        writer.start()
+            writers.drain(timeout=60)
+        writers.start()
+        app.state.writers = writers
         self.ctx = AppContext(settings, config, keyring, spool, store, writer)
         app.state.ctx = self.ctx
         guard = Guard(settings.data_dir, pricer, _spent_loader(store))
         app.state.guard = guard
+        self._spent = _spent_loader(store)
         self.gateway = Gateway(settings, keyring, spool, guard)
         await self.gateway.startup()
         refresher = asyncio.create_task(self._refresh(keyring, guard))
@@ -93,9 +104,9 @@ class UsagegateApp:
         finally:
             refresher.cancel()
             await self.gateway.shutdown()
-            writer.stop()
+            writers.stop()
             spool.close()
-            if not writer.drain(timeout=60 if store.ready else 3):
+            if not writers.drain(timeout=60 if store.ready else 3):
                 log.error("could not drain the spool before exit; it will be replayed on next start")
             store.close()
             config.close()

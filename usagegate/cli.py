@@ -48,11 +48,11 @@ def serve(
     body_ttl_days: int = typer.Option(30, help="Delete stored bodies after this many days."),
     alert_interval: Optional[float] = typer.Option(None, help="Seconds between alert rule evaluations (env USAGEGATE_ALERT_INTERVAL, default 10)."),
     allow_private_webhooks: bool = typer.Option(False, "--allow-private-webhooks", help="Allow alert webhooks to private/loopback addresses (env USAGEGATE_ALLOW_PRIVATE_WEBHOOKS)."),
+    workers: Optional[int] = typer.Option(None, help="Proxy processes sharing the port; worker 0 owns the store (env USAGEGATE_WORKERS, default 1)."),
+    redis: Optional[str] = typer.Option(None, help="redis://host:6379/0: limit counters shared by every worker and machine (env USAGEGATE_REDIS)."),
 ) -> None:
-    """Run the gateway (proxy, API) on one process with the embedded store."""
-    import uvicorn
-
-    from usagegate.app import create_app
+    """Run the gateway (proxy, API): one process by default, --workers N for more cores."""
+    from usagegate import serving
     from usagegate.settings import settings_from
 
     settings = settings_from(
@@ -62,13 +62,30 @@ def serve(
             "allowed_targets": allow_target or None, "max_body_mb": max_body_mb,
             "upstream_timeout": upstream_timeout, "store_bodies": not no_store_bodies, "body_ttl_days": body_ttl_days,
             "alert_interval": alert_interval, "allow_private_webhooks": allow_private_webhooks or None,
+            "workers": workers, "redis_url": redis,
         }
     )
-    err_console.print(f"usagegate listening on http://{settings.host}:{settings.port} (data in {settings.data_dir})")
-    uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, loop="uvloop", http="httptools",
-        access_log=False, log_level="warning", lifespan="on", timeout_graceful_shutdown=30,
-    )
+    how = f"{settings.workers} workers" if settings.workers > 1 else "one process"
+    err_console.print(f"usagegate listening on http://{settings.host}:{settings.port} ({how}; data in {settings.data_dir})")
+    if settings.workers > 1:
+        from usagegate.supervisor import Supervisor
+
+        sys.exit(Supervisor(settings).run())
+    serving.run(settings)
+
+
+@app.command("worker", hidden=True)
+def worker(
+    index: int = typer.Option(..., help="This worker's number (0 owns the store)."),
+    settings_json: str = typer.Option(..., "--settings", help="The supervisor's settings, as JSON."),
+) -> None:
+    """One process of `serve --workers N` (started by the supervisor, not by hand)."""
+    from dataclasses import replace
+
+    from usagegate import serving
+    from usagegate.settings import settings_from_json
+
+    serving.run(replace(settings_from_json(settings_json), worker_index=index))
 
 
 @app.command("store-ddl")

@@ -31,6 +31,11 @@ class Settings:
     alert_interval: float = 10.0
     allow_private_webhooks: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    # --workers N: N proxy processes on one port; worker 0 owns the store (docs/scaling.md).
+    workers: int = 1
+    worker_index: int | None = None  # set in worker processes only
+    # Shared limit counters for several processes/machines (`redis://host:6379/0`); "" = in-process.
+    redis_url: str = ""
 
     @property
     def max_body_bytes(self) -> int:
@@ -75,6 +80,14 @@ def _coerce(values: dict[str, object]) -> Settings:
         try:
             if name in ("port", "body_ttl_days"):
                 out[name] = int(str(value))
+            elif name in ("workers", "worker_index"):
+                out[name] = None if value is None else int(str(value))
+                if out[name] is not None and (out[name] < (1 if name == "workers" else 0) or out[name] > 256):  # type: ignore[operator]
+                    raise ValueError
+            elif name == "redis_url":
+                if value and not str(value).startswith(("redis://", "rediss://", "unix://")):
+                    raise ValueError
+                out[name] = str(value or "")
             elif name == "allow_private_webhooks":
                 if isinstance(value, bool):
                     out[name] = value
@@ -101,3 +114,20 @@ def _coerce(values: dict[str, object]) -> Settings:
         except (TypeError, ValueError):
             raise ConfigError(f"Setting '{name}' has value {value!r}, which is not valid.") from None
     return Settings(**out)  # type: ignore[arg-type]
+
+
+def settings_to_json(settings: Settings) -> str:
+    """Settings as JSON, for handing them to worker processes (`settings_from_json` reads them)."""
+    import json
+    from dataclasses import asdict
+
+    values = asdict(settings)
+    values["data_dir"] = str(settings.data_dir)
+    values["allowed_targets"] = list(settings.allowed_targets)
+    return json.dumps(values)
+
+
+def settings_from_json(text: str) -> Settings:
+    import json
+
+    return _coerce(json.loads(text))
