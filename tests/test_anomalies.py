@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -13,6 +16,7 @@ import pytest
 
 from tests.servers import GatewayProcess, MockUpstream, create_key
 from tests.traffic_history import ABUSER, NEWCOMER, generate
+from tests.webhook_receiver import WebhookReceiver
 from usagegate.config_db import ConfigDB
 from usagegate.history import write_history
 
@@ -32,7 +36,8 @@ def history_gateway(tmp_path_factory: pytest.TempPathFactory, mock_upstream: Moc
         now = datetime.now(timezone.utc)
     records = generate(org_id, now=now)
     write_history(data_dir, records)
-    gw = GatewayProcess(data_dir, mock_upstream.url)  # replays the spool before it reports healthy
+    # Replays the spool before it reports healthy; evaluates alert rules every 0.3 s.
+    gw = GatewayProcess(data_dir, mock_upstream.url, "--alert-interval", "0.3", "--allow-private-webhooks")
     yield gw, key, len(records)
     gw.stop()
 
@@ -93,3 +98,22 @@ def test_another_org_sees_none_of_it(history_gateway: tuple[GatewayProcess, str,
     body = gw.api(other, "/api/anomalies").json()
     assert body["users_checked"] == 0 and body["anomalies"] == []
     assert httpx.get(gw.url + "/api/anomalies", timeout=30).status_code == 401
+
+
+def test_anomaly_rule_sends_one_signed_webhook_for_the_abuser(history_gateway: tuple[GatewayProcess, str, int]) -> None:
+    gw, key, _ = history_gateway
+    receiver = WebhookReceiver()
+    try:
+        made = httpx.post(gw.url + "/api/alerts", json={"kind": "anomaly", "webhook_url": receiver.url + "/anomaly"},
+                          headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        assert made.status_code == 201, made.text
+        hook = receiver.wait_for("/anomaly", 1)[0]
+        expected = "sha256=" + hmac.new(made.json()["secret"].encode(), hook.body, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(hook.headers["x-usagegate-signature"], expected)
+        payload = json.loads(hook.body)
+        assert payload["type"] == "anomaly" and payload["user_id"] == ABUSER
+        assert any("14-day median" in reason for reason in payload["reasons"])
+        time.sleep(4)  # more than one anomaly evaluation later (every 3 s at this interval)
+        assert [json.loads(r.body)["user_id"] for r in receiver.received] == [ABUSER]
+    finally:
+        receiver.close()

@@ -22,6 +22,7 @@ from usagegate import api, tokenizer
 from usagegate.config_db import ConfigDB, KeyRing
 from usagegate.context import AppContext
 from usagegate.gateway import Gateway, Receive, Scope, Send, is_proxy_path
+from usagegate.alert_evaluator import AlertEvaluator
 from usagegate.api.params import ch_time
 from usagegate.ingest import Ingest
 from usagegate.limits import Guard
@@ -100,10 +101,13 @@ class UsagegateApp:
         self.gateway = Gateway(settings, keyring, spool, guard)
         await self.gateway.startup()
         refresher = asyncio.create_task(self._refresh(keyring, guard))
+        evaluator = AlertEvaluator(settings, store)
+        evaluator.start()
         try:
             yield
         finally:
             refresher.cancel()
+            await evaluator.stop()
             await self.gateway.shutdown()
             writers.stop()
             spool.close()

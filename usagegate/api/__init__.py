@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from usagegate.api import alerts as alerts_routes
 from usagegate.api import anomalies as anomalies_routes
 from usagegate.api import limits as limits_routes
 from usagegate.api import prices as prices_routes
@@ -51,4 +52,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 ROUTERS = [requests_routes.router, limits_routes.router, user_tokens_routes.router, anomalies_routes.router,
-           prices_routes.router]
+           prices_routes.router, alerts_routes.router]
