@@ -150,3 +150,16 @@ def test_limits_are_per_org(gateway: GatewayProcess, key: str) -> None:
     assert httpx.get(gateway.url + "/api/limits/users/shared-name",
                      headers={"Authorization": f"Bearer {other}"}).status_code == 404
     assert [_chat(gateway, other, "shared-name").status_code for _ in range(2)] == [200, 200]
+
+
+def test_budget_accepts_a_model_priced_by_an_org_override(gateway: GatewayProcess, key: str) -> None:
+    model = "house-model-" + uuid.uuid4().hex[:6]
+    assert _put(gateway, key, f"/api/prices/{model}", {"input_mtok": "1", "output_mtok": "2"}).status_code == 200
+    assert _put(gateway, key, "/api/limits/users/house-user", {"budget_usd": "1.00"}).status_code == 200
+    response = httpx.post(
+        gateway.url + CHAT, headers=_headers(key, "house-user"), timeout=30,
+        json={"model": model, "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]},
+    )
+    assert response.status_code == 200
+    remaining = Decimal(response.headers["x-usagegate-budget-remaining"])
+    assert Decimal("0.99") < remaining < Decimal("1.00")

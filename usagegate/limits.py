@@ -22,6 +22,7 @@ from typing import Any
 
 from usagegate.counters import LocalCounters
 from usagegate.errors import BadRequest, RateLimited
+from usagegate.price_overrides import PriceOverrides
 from usagegate.pricing import Pricer
 from usagegate.ratelimit_policy import Policy, parse_policy
 from usagegate.records import Usage
@@ -96,13 +97,15 @@ def load_limits(conn: sqlite3.Connection) -> dict[str, OrgLimits]:
 
 class Guard:
     def __init__(self, data_dir: Path, pricer: Pricer, spent_loader: SpentLoader,
-                 counters: LocalCounters | None = None) -> None:
+                 counters: LocalCounters | None = None, overrides: PriceOverrides | None = None) -> None:
         self._conn = sqlite3.connect(data_dir / "config.db", isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA busy_timeout=10000")
         self._version = -1
         self._limits: dict[str, OrgLimits] = {}
         self._pricer = pricer
         self._spent_loader = spent_loader
+        # An org's own price for a model counts as a price: budgets then use it.
+        self._overrides = overrides or PriceOverrides(data_dir)
         self.counters = counters or LocalCounters()
         self.started = datetime.now(timezone.utc)
         self.refresh()
@@ -112,6 +115,7 @@ class Guard:
         if version != self._version:
             self._limits = load_limits(self._conn)
             self._version = version
+        self._overrides.refresh()
 
     async def admit(
         self, org_id: str, user_id: str, properties: dict[str, str], provider: str, model: str | None,
@@ -196,7 +200,8 @@ class Guard:
             self.counters.window_add(key, Decimal(1), now)
         if rule.budget_usd is None:
             return
-        if not self._pricer.has_price(provider, model):
+        override = self._overrides.for_record(ticket.org_id, model or "", model or "")
+        if override is None and not self._pricer.has_price(provider, model):
             raise BadRequest(
                 f"User {user_id!r} has a cost budget, but model {model!r} has no known price, so its cost "
                 "cannot be bounded. Set one with PUT /api/prices/{model}.",
@@ -210,7 +215,7 @@ class Guard:
             self.counters.budget_init(key, before)
         worst = self._pricer.cost(
             provider, model, Usage(prompt_tokens=body_len, completion_tokens=max_tokens or DEFAULT_MAX_OUTPUT),
-            status=200,
+            status=200, override=override,
         ) or Decimal(0)
         remaining = self.counters.budget_reserve(key, worst, rule.budget_usd)
         if remaining is None:
@@ -235,7 +240,10 @@ class Guard:
                 cache_read_tokens=record["cache_read_tokens"], cache_write_tokens=record["cache_write_tokens"],
                 cache_write_1h_tokens=record["cache_write_1h_tokens"], reasoning_tokens=record["reasoning_tokens"],
             )
-            cost = self._pricer.cost(record["provider"], record["model"], usage, status=record["status"]) or Decimal(0)
+            override = self._overrides.for_record(ticket.org_id, record["model"], record["request_model"])
+            cost = self._pricer.cost(
+                record["provider"], record["model"], usage, status=record["status"], override=override
+            ) or Decimal(0)
         for key in ticket.cents_keys:
             self.counters.window_add(key, (cost or Decimal(0)) * CENTS)
         if ticket.budget_key is None:
