@@ -32,10 +32,13 @@ def normalise_base(url: str) -> str:
 def address_refusal(address: str, *, allow_private: bool) -> str | None:
     """Why connecting to `address` is refused, or None when it is fine."""
     ip = ipaddress.ip_address(address.split("%")[0])
-    if ip.is_link_local or ip.is_multicast or ip.is_unspecified or ip.is_reserved:
-        return f"{ip} is a link-local/reserved address"
-    if not allow_private and (ip.is_private or ip.is_loopback or not ip.is_global):
-        return f"{ip} is a private or loopback address"
+    if ip.is_link_local or ip.is_multicast or ip.is_unspecified:
+        return f"{ip} is a link-local/multicast/unspecified address"
+    if ip.is_loopback or ip.is_private:
+        # Checked before `is_reserved`: Python counts ::1 (inside ::/8) as reserved too.
+        return None if allow_private else f"{ip} is a private or loopback address"
+    if ip.is_reserved or not ip.is_global:
+        return f"{ip} is a reserved or non-global address"
     return None
 
 
