@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import random
+import resource
 import signal
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
+
+import httpx
 
 from tests.load import Load
 from tests.servers import GatewayProcess, MockUpstream, create_key
@@ -151,3 +155,47 @@ def test_sigterm_drains_the_spool_before_exit(tmp_path: Path, mock_upstream: Moc
         gateway.stop()
     assert answered <= set(ids) and len(ids) == len(set(ids))
     assert checkpoint(data_dir)["offset"] == 0 or checkpoint(data_dir)["segment"] > state["segment"]
+
+
+def test_unwritable_spool_fails_health_and_refuses_then_recovers(tmp_path: Path, mock_upstream: MockUpstream) -> None:
+    # Tests run as root, so chmod cannot stop a write; a file-size limit on the gateway process
+    # (RLIMIT_FSIZE, Python ignores SIGXFSZ) makes every spool append fail with EFBIG instead.
+    data_dir = tmp_path / "data"
+    gateway = GatewayProcess(data_dir, mock_upstream.url)
+    key = create_key(data_dir)
+    assert gateway.proc is not None
+    pid = gateway.proc.pid
+    try:
+        first = chat(gateway, key)
+        assert first.status_code == 200
+        segment = sorted((data_dir / "spool").glob("*.log"))[-1]
+        unlimited = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (segment.stat().st_size, unlimited[1]))
+
+        # In flight when the disk refuses: answered, its record held in memory.
+        held = chat(gateway, key)
+        assert held.status_code == 200
+        health = httpx.get(gateway.url + "/health")
+        assert health.status_code == 503 and "spool" in health.json()["reason"]
+        refused = chat(gateway, key)
+        assert refused.status_code == 503
+        assert "cannot write its request log" in refused.json()["error"]["message"]
+
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, unlimited)
+        deadline = time.monotonic() + 10
+        while httpx.get(gateway.url + "/health").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert httpx.get(gateway.url + "/health").status_code == 200
+        after = chat(gateway, key)
+        assert after.status_code == 200
+        wanted = {r.headers["helicone-id"] for r in (first, held, after)}
+        ids = wait_recorded(gateway, key, wanted)
+        assert wanted <= set(ids) and refused.headers["helicone-id"] not in ids
+    finally:
+        gateway.stop()
+
+
+def chat(gateway: GatewayProcess, key: str) -> httpx.Response:
+    return httpx.post(gateway.url + "/v1/chat/completions", timeout=10,
+                      json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "disk check"}]},
+                      headers={"Helicone-Auth": f"Bearer {key}", "Helicone-Request-Id": str(uuid.uuid4())})
