@@ -29,6 +29,7 @@ _ENGINE = re.compile(r"ENGINE\s*=\s*(\w*MergeTree)\b(?:\(\s*\))?", re.IGNORECASE
 _MV = re.compile(r"^\s*CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+) TO (\w+) AS\b", re.IGNORECASE)
 _FROM = re.compile(r"\bFROM\s+(\w+)\b", re.IGNORECASE)
 _ALTER = re.compile(r"^\s*ALTER TABLE (\w+)\b", re.IGNORECASE)
+_ADD_COLUMN = re.compile(r"\bADD COLUMN\b", re.IGNORECASE)
 _DELETE = re.compile(r"^\s*DELETE FROM (\w+)\b", re.IGNORECASE)
 _DEDUP = re.compile(r"non_replicated_deduplication_window", re.IGNORECASE)
 
@@ -73,7 +74,11 @@ def to_cluster(statement: str, cluster: str, tables: frozenset[str] = frozenset(
         return [head + body]
     alter = _ALTER.match(statement)
     if alter:
-        return [_ALTER.sub(f"ALTER TABLE {local(alter.group(1))} {on}", statement, count=1)]
+        statements = [_ALTER.sub(f"ALTER TABLE {local(alter.group(1))} {on}", statement, count=1)]
+        if _ADD_COLUMN.search(statement):
+            # A Distributed table keeps its own column list: it needs the new column too.
+            statements.append(_ALTER.sub(f"ALTER TABLE {alter.group(1)} {on}", statement, count=1))
+        return statements
     delete = _DELETE.match(statement)
     if delete:
         return [_DELETE.sub(f"DELETE FROM {local(delete.group(1))} {on}", statement, count=1)]

@@ -5,6 +5,7 @@ Pricing happens here, in the writer thread, not on the proxy's hot path (DESIGN 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -48,6 +49,7 @@ SCHEMA = pa.schema(
         ("error", pa.string()),
         ("request_body", pa.string()),
         ("response_body", pa.string()),
+        ("ingested_at", pa.timestamp("us", tz="UTC")),
     ]
 )
 
@@ -82,11 +84,17 @@ def _override(overrides: OverrideLookup, record: dict[str, Any]) -> PriceOverrid
     return overrides(record["org_id"], record["model"])
 
 
-def to_arrow(records: list[dict[str, Any]], pricer: Pricer, overrides: OverrideLookup) -> pa.Table:
+def to_arrow(
+    records: list[dict[str, Any]], pricer: Pricer, overrides: OverrideLookup, *, ingested_at_us: int | None = None
+) -> pa.Table:
+    """The batch as an Arrow table in `SCHEMA`; `ingested_at_us` (µs since the epoch) stamps every row."""
     columns: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
+    stamp = time.time_ns() // 1000 if ingested_at_us is None else ingested_at_us
     for record in records:
         for name in SCHEMA.names:
-            if name == "cost_usd":
+            if name == "ingested_at":
+                columns[name].append(stamp)
+            elif name == "cost_usd":
                 columns[name].append(record_cost(pricer, record, _override(overrides, record)))
             elif name == "properties":
                 columns[name].append(list(record.get("properties", {}).items()))
@@ -102,18 +110,21 @@ class Ingest:
         self._store = store
         self._pricer = pricer
         self._overrides = overrides
+        self._stamp = 0
 
     def __call__(self, records: list[dict[str, Any]], token: str) -> None:
+        # Strictly increasing per writer, so "ingested_at <= max seen" is a snapshot (see migrations).
+        self._stamp = stamp = max(time.time_ns() // 1000, self._stamp + 1)
         refresh = getattr(self._overrides, "refresh", None)
         version = refresh() if refresh is not None else None
-        table = to_arrow(records, self._pricer, self._overrides)
+        table = to_arrow(records, self._pricer, self._overrides, ingested_at_us=stamp)
 
         def insert() -> None:
             nonlocal table
             # An override that arrived while we priced re-prices the NULL rows already stored
             # (on this same store thread); this batch is not stored yet, so price it again.
             if refresh is not None and refresh() != version:
-                table = to_arrow(records, self._pricer, self._overrides)
+                table = to_arrow(records, self._pricer, self._overrides, ingested_at_us=stamp)
             self._store.insert_arrow("requests", table, token)
 
         self._store.call(insert)

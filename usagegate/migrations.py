@@ -48,6 +48,15 @@ SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}
 """
 
 
+# When the batch writer inserted the row (one value per batch, increasing): /api/requests pages
+# read "rows ingested up to the first page's watermark", so traffic arriving while a client pages
+# neither shifts nor joins its pages. Rows from before this column read as the epoch (always in).
+INGESTED_AT_DDL = (
+    "ALTER TABLE requests ADD COLUMN IF NOT EXISTS ingested_at DateTime64(6, 'UTC') "
+    "DEFAULT toDateTime64(0, 6, 'UTC')"
+)
+
+
 def body_ttl_statements(days: int) -> list[str]:
     """Bodies expire after `days`; usage and metadata stay. Re-applied on every start."""
     return [
@@ -60,4 +69,5 @@ def body_ttl_statements(days: int) -> list[str]:
 # (name, statements). Append new steps; never edit an applied one.
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0001_requests", [REQUESTS_DDL]),
+    ("0003_requests_ingested_at", [INGESTED_AT_DDL]),
 ]

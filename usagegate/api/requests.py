@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -29,14 +31,15 @@ LIST_COLUMNS = (
     "cache_write_1h_tokens, reasoning_tokens, cost_usd, usage_source, latency_ms, ttft_ms, properties, "
     "session_id, session_path, session_name, error"
 )
+# sort name -> (expression, ClickHouse type of its cursor value)
 SORTS = {
-    "created_at": "created_at",
-    "cost_usd": "ifNull(cost_usd, toDecimal128(-1, 9))",
-    "latency_ms": "latency_ms",
-    "prompt_tokens": "prompt_tokens",
-    "completion_tokens": "completion_tokens",
-    "total_tokens": "prompt_tokens + completion_tokens",
-    "status": "status",
+    "created_at": ("created_at", "DateTime64(3, 'UTC')"),
+    "cost_usd": ("ifNull(cost_usd, toDecimal128(-1, 9))", "Decimal(38, 9)"),
+    "latency_ms": ("latency_ms", "UInt64"),
+    "prompt_tokens": ("prompt_tokens", "UInt64"),
+    "completion_tokens": ("completion_tokens", "UInt64"),
+    "total_tokens": ("prompt_tokens + completion_tokens", "UInt64"),
+    "status": ("status", "UInt64"),
 }
 
 
@@ -86,24 +89,52 @@ async def list_requests(request: Request, org: str, *, user_id: str | None = Non
         raise bad_param("sort", f"'sort' must be one of: {', '.join(SORTS)}.")
     order = parse_order(q.get("order"))
     limit = parse_limit(q.get("limit"))
-    expr = SORTS[sort]
+    expr, value_type = SORTS[sort]
+    # Keyset pagination over (sort value, request_id), a total order, so no row is repeated or
+    # skipped; and every page reads only rows ingested up to the first page's watermark, so rows
+    # arriving meanwhile (with any sort value) neither join nor shift a listing in progress.
+    base = " AND ".join(where)
     if "cursor" in q:
-        last_value, last_id = decode_cursor(q["cursor"], 2)
+        c_sort, c_order, last_value, last_id, watermark = decode_cursor(q["cursor"], 5)
+        if (c_sort, c_order) != (sort, order):
+            raise bad_param("cursor", "This cursor belongs to another sort/order; pass the same 'sort' and 'order'.")
         op = "<" if order == "desc" else ">"
-        where.append(f"({expr}, request_id) {op} ({{c_value:String}}, toUUID({{c_id:String}}))")
-        params["c_value"], params["c_id"] = str(last_value), str(last_id)
+        where.append(f"({expr}, request_id) {op} ({{c_value:{value_type}}}, toUUID({{c_id:String}}))")
+        where.append("ingested_at <= {c_w:DateTime64(6, 'UTC')}")
+        params["c_value"], params["c_id"], params["c_w"] = _cursor_values(value_type, last_value, last_id, watermark)
+        head = "SELECT {c_w:DateTime64(6, 'UTC')} AS _w, "
+    else:
+        head = f"WITH (SELECT max(ingested_at) FROM requests WHERE {base}) AS _w SELECT "
+        where.append("ingested_at <= _w")
     sql = (
-        f"SELECT {LIST_COLUMNS}, toString({expr}) AS _sort FROM requests WHERE {' AND '.join(where)} "
-        f"ORDER BY {expr} {order}, request_id {order} LIMIT {limit + 1}"
+        f"{head}{LIST_COLUMNS}, toString({expr}) AS _sort, toString(_w) AS _wm FROM requests "
+        f"WHERE {' AND '.join(where)} ORDER BY {expr} {order}, request_id {order} LIMIT {limit + 1}"
     )
     rows = await context(request).store.query(sql, params)
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        next_cursor = encode_cursor([rows[-1]["_sort"], rows[-1]["request_id"]])
+        last = rows[-1]
+        next_cursor = encode_cursor([sort, order, last["_sort"], last["request_id"], last["_wm"]])
     for row in rows:
-        del row["_sort"]
+        del row["_sort"], row["_wm"]
     return {"requests": [render(row) for row in rows], "next_cursor": next_cursor}
+
+
+def _cursor_values(value_type: str, value: Any, request_id: Any, watermark: Any) -> tuple[str, str, str]:
+    """The cursor's parts, checked here so a tampered cursor is a 400, not a store error."""
+    try:
+        if value_type.startswith("DateTime"):
+            datetime.fromisoformat(str(value))
+        elif value_type.startswith("Decimal"):
+            if not Decimal(str(value)).is_finite():
+                raise ValueError
+        elif int(str(value)) < 0:
+            raise ValueError
+        datetime.fromisoformat(str(watermark))
+        return str(value), str(uuid.UUID(str(request_id))), str(watermark)
+    except (ValueError, ArithmeticError):
+        raise bad_param("cursor", "'cursor' is not a cursor this API returned.") from None
 
 
 @router.get("/api/requests")
