@@ -37,11 +37,13 @@ def server_insert(directory: Path) -> None:
     from clickhouse_connect.driver.client import arrow_buffer
 
     from usagegate.ingest import to_arrow
-    from usagegate.migrations import REQUESTS_DDL
+    from usagegate.migrations import MIGRATIONS
     from usagegate.pricing import Pricer
 
     session = Session(str(directory / "store"))
-    session.query(REQUESTS_DDL)
+    for _, statements in MIGRATIONS:  # the whole schema: ingest writes columns added by later steps
+        for statement in statements:
+            session.query(statement)
     record = {
         "request_id": str(uuid.uuid4()), "org_id": "org", "created_at": int(time.time() * 1000), "user_id": "u1",
         "provider": "openai", "model": "gpt-4o-mini", "request_model": "gpt-4o-mini", "path": "/v1/chat/completions",

@@ -113,18 +113,21 @@ class Ingest:
         self._stamp = 0
 
     def __call__(self, records: list[dict[str, Any]], token: str) -> None:
-        # Strictly increasing per writer, so "ingested_at <= max seen" is a snapshot (see migrations).
-        self._stamp = stamp = max(time.time_ns() // 1000, self._stamp + 1)
         refresh = getattr(self._overrides, "refresh", None)
         version = refresh() if refresh is not None else None
-        table = to_arrow(records, self._pricer, self._overrides, ingested_at_us=stamp)
+        table = to_arrow(records, self._pricer, self._overrides)
 
         def insert() -> None:
             nonlocal table
             # An override that arrived while we priced re-prices the NULL rows already stored
             # (on this same store thread); this batch is not stored yet, so price it again.
             if refresh is not None and refresh() != version:
-                table = to_arrow(records, self._pricer, self._overrides, ingested_at_us=stamp)
+                table = to_arrow(records, self._pricer, self._overrides)
+            # Stamped here, on the one store thread: strictly increasing in commit order across
+            # every writer, so "ingested_at <= max visible" is a snapshot (see migrations.py).
+            self._stamp = max(time.time_ns() // 1000, self._stamp + 1)
+            stamps = pa.array([self._stamp] * table.num_rows, SCHEMA.field("ingested_at").type)
+            table = table.set_column(SCHEMA.get_field_index("ingested_at"), "ingested_at", stamps)
             self._store.insert_arrow("requests", table, token)
 
         self._store.call(insert)
