@@ -25,7 +25,11 @@ chromium:
 demo: install
 	$(BIN)/usagegate demo
 
-test: install chromium
+.PHONY: redis
+redis:
+	@command -v redis-server >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null)
+
+test: install chromium redis
 	$(BIN)/python -m pytest -q
 
 bench: install wrk

@@ -33,6 +33,7 @@ from usagegate.pricing import Pricer
 from usagegate.settings import Settings
 from usagegate.store import Store
 from usagegate import worker_routes
+from usagegate.redis_counters import counters_for
 from usagegate.writers import WriterSet, spool_dir
 
 log = logging.getLogger("usagegate")
@@ -95,7 +96,7 @@ class UsagegateApp:
         app.state.writers = writers
         self.ctx = AppContext(settings, config, keyring, spool, store, writer)
         app.state.ctx = self.ctx
-        guard = Guard(settings.data_dir, pricer, _spent_loader(store))
+        guard = Guard(settings.data_dir, pricer, _spent_loader(store), counters_for(settings.redis_url))
         app.state.guard = guard
         self._spent = _spent_loader(store)
         self.gateway = Gateway(settings, keyring, spool, guard)

@@ -1,8 +1,8 @@
 """Shared limit state behind one interface: sliding-window counters and budget reservations.
 
 `LocalCounters` keeps them in this process (the default, one gateway process). Several
-processes need the same state in one place (Redis: the scale issue); they implement the same
-four methods.
+processes need the same state in one place: `redis_counters.RedisCounters` implements the
+same methods with atomic Lua scripts (`--redis URL`).
 """
 
 from __future__ import annotations
@@ -53,6 +53,18 @@ class LocalCounters:
         slot = self._windows.setdefault(key, _Window())
         slot.events.append((time.time() if now is None else now, amount))
         slot.total += amount
+
+    def window_take(self, key: str, window: float, amount: Decimal, quota: Decimal,
+                    now: float | None = None) -> tuple[bool, Decimal, float]:
+        """Add `amount` unless that takes the window over `quota` (one atomic step).
+
+        Returns (taken, amount used before, seconds until the oldest event leaves).
+        """
+        used, reset = self.window_usage(key, window, now)
+        if used + amount > quota:
+            return False, used, reset
+        self.window_add(key, amount, now)
+        return True, used, reset
 
     # -- budgets (reserve before, settle after) ---------------------------------------------------
 

@@ -149,14 +149,16 @@ class Guard:
         else:
             segment = ""
         key = f"rl\x00{ticket.org_id}\x00{policy.header_value()}\x00{segment}"
-        used, reset = self.counters.window_usage(key, policy.window, now)
         headers = [
             (b"helicone-ratelimit-limit", str(policy.quota).encode()),
             (b"helicone-ratelimit-policy", policy.header_value().encode()),
         ]
         if policy.unit == "request":
-            over = used + 1 > policy.quota
+            # Check and count in one step: atomic across processes when the counters are shared.
+            taken, used, reset = self.counters.window_take(key, policy.window, Decimal(1), Decimal(policy.quota), now)
+            over = not taken
         else:
+            used, reset = self.counters.window_usage(key, policy.window, now)
             over = used >= policy.quota  # cents are only known after the answer
         if over:
             seconds = max(1, math.ceil(reset))
@@ -172,7 +174,6 @@ class Guard:
                 ],
             )
         if policy.unit == "request":
-            self.counters.window_add(key, Decimal(1), now)
             remaining = policy.quota - int(used) - 1
         else:
             ticket.cents_keys.append(key)
@@ -188,8 +189,8 @@ class Guard:
     ) -> None:
         if rule.requests_per_minute is not None:
             key = f"rpm\x00{ticket.org_id}\x00{user_id}"
-            used, reset = self.counters.window_usage(key, 60, now)
-            if used + 1 > rule.requests_per_minute:
+            taken, used, reset = self.counters.window_take(key, 60, Decimal(1), Decimal(rule.requests_per_minute), now)
+            if not taken:
                 seconds = max(1, math.ceil(reset))
                 raise RateLimited(
                     f"User {user_id!r} is over its limit of {rule.requests_per_minute} requests per minute; "
@@ -197,7 +198,6 @@ class Guard:
                     param="requests_per_minute",
                     headers=[(b"retry-after", str(seconds).encode())],
                 )
-            self.counters.window_add(key, Decimal(1), now)
         if rule.budget_usd is None:
             return
         override = self._overrides.for_record(ticket.org_id, model or "", model or "")

@@ -66,6 +66,9 @@ class Supervisor:
     def run(self) -> int:
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.WARNING, format="usagegate: %(message)s")
+        if not self.settings.redis_url:
+            log.warning("%d workers without --redis: each worker enforces limits and budgets on its own traffic "
+                        "(see docs/scaling.md)", self.settings.workers)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         try:

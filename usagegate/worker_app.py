@@ -20,6 +20,7 @@ from usagegate.limits import Guard
 from usagegate.logpipe import Spool
 from usagegate.owner_link import OwnerLink, is_internal
 from usagegate.pricing import Pricer
+from usagegate.redis_counters import counters_for
 from usagegate.settings import Settings
 from usagegate.writers import spool_dir
 
@@ -27,10 +28,9 @@ log = logging.getLogger("usagegate.worker")
 
 
 class ProxyWorkerApp:
-    def __init__(self, settings: Settings, counters: Any = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         assert settings.worker_index, "worker 0 owns the store and runs the full app"
         self.settings = settings
-        self._counters = counters
         self.gateway: Gateway | None = None
         self.spool: Spool | None = None
         self.owner = OwnerLink(settings.data_dir, me=settings.worker_index)
@@ -76,7 +76,7 @@ class ProxyWorkerApp:
             config = ConfigDB(settings.data_dir)
             keyring = KeyRing(config)
             self.spool = Spool(spool_dir(settings.data_dir, settings.worker_index), fsync_interval=settings.fsync_interval)
-            guard = Guard(settings.data_dir, Pricer(), self.owner.spent, self._counters)
+            guard = Guard(settings.data_dir, Pricer(), self.owner.spent, counters_for(settings.redis_url))
             self.gateway = Gateway(settings, keyring, self.spool, guard)
             await self.gateway.startup()
         except Exception as exc:
