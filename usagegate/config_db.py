@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 import sqlite3
 import time
@@ -164,6 +165,20 @@ class ConfigDB:
             (time.time(), key_id_or_key, hash_key(key_id_or_key)),
         )
         return cur.rowcount > 0
+
+    # -- plans ---------------------------------------------------------------------------------
+
+    def plans(self, org_id: str) -> tuple[str, dict[str, str]] | None:
+        """(plan property, {plan: monthly revenue as a decimal string}) or None when unset."""
+        row = self.conn.execute("SELECT property, revenue_json FROM plans WHERE org_id = ?", (org_id,)).fetchone()
+        return (row[0], json.loads(row[1])) if row else None
+
+    def set_plans(self, org_id: str, prop: str, revenue: dict[str, str]) -> None:
+        self.conn.execute(
+            "INSERT INTO plans VALUES (?, ?, ?) ON CONFLICT(org_id) DO UPDATE SET "
+            "property = excluded.property, revenue_json = excluded.revenue_json",
+            (org_id, prop, json.dumps(revenue)),
+        )
 
     def active_key_hashes(self) -> dict[str, str]:
         rows = self.conn.execute("SELECT key_hash, org_id FROM keys WHERE revoked_at IS NULL")

@@ -66,8 +66,76 @@ def body_ttl_statements(days: int) -> list[str]:
     ]
 
 
+def rollup_ddl(table: str) -> str:
+    """A per-org, per-user, per-bucket (hour or day), per-model, per-property-set rollup.
+
+    Keyed by the request's property set (`props_hash`) so property filters and breakdowns stay
+    request-exact when read from the rollup. Column names differ from `requests`' on purpose:
+    an alias equal to a source column inside an aggregate confuses ClickHouse's analyzer.
+    """
+    return f"""
+CREATE TABLE IF NOT EXISTS {table} (
+    org_id LowCardinality(String),
+    user_id String,
+    bucket DateTime('UTC'),
+    model LowCardinality(String),
+    props_hash UInt64,
+    props SimpleAggregateFunction(any, Map(String, String)),
+    requests SimpleAggregateFunction(sum, UInt64),
+    errors SimpleAggregateFunction(sum, UInt64),
+    limited SimpleAggregateFunction(sum, UInt64),
+    prompt SimpleAggregateFunction(sum, UInt64),
+    completion SimpleAggregateFunction(sum, UInt64),
+    cost SimpleAggregateFunction(sum, Decimal(38, 9)),
+    unpriced SimpleAggregateFunction(sum, UInt64),
+    latency_sum SimpleAggregateFunction(sum, UInt64),
+    latency_q AggregateFunction(quantileTDigest(0.95), UInt32),
+    first_at SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
+    last_at SimpleAggregateFunction(max, DateTime64(3, 'UTC'))
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(bucket)
+ORDER BY (org_id, user_id, bucket, model, props_hash)
+SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}
+"""
+
+
+def rollup_select(bucket_fn: str) -> str:
+    # errors: status >= 400 except our own rate-limit refusals (counted apart, DESIGN §4).
+    return f"""
+SELECT
+    org_id, user_id, {bucket_fn}(created_at) AS bucket, model,
+    cityHash64(toString(mapSort(properties))) AS props_hash,
+    any(properties) AS props,
+    count() AS requests,
+    countIf(status >= 400 AND NOT rate_limited) AS errors,
+    countIf(rate_limited) AS limited,
+    sum(prompt_tokens) AS prompt,
+    sum(completion_tokens) AS completion,
+    sum(ifNull(cost_usd, toDecimal128(0, 9))) AS cost,
+    countIf(cost_usd IS NULL) AS unpriced,
+    sum(latency_ms) AS latency_sum,
+    quantileTDigestState(0.95)(latency_ms) AS latency_q,
+    min(created_at) AS first_at,
+    max(created_at) AS last_at
+FROM requests
+GROUP BY org_id, user_id, bucket, model, props_hash
+"""
+
+
+def rollup_steps(table: str, bucket_fn: str) -> list[str]:
+    """Create the target, fill it from rows already logged, then attach the view (the writer
+    is not running during migrations, so nothing slips between the fill and the view)."""
+    return [
+        rollup_ddl(table),
+        f"INSERT INTO {table} {rollup_select(bucket_fn)}",
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {table}_mv TO {table} AS {rollup_select(bucket_fn)}",
+    ]
+
+
 # (name, statements). Append new steps; never edit an applied one.
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0001_requests", [REQUESTS_DDL]),
     ("0003_requests_ingested_at", [INGESTED_AT_DDL]),
+    ("0004_user_rollups", rollup_steps("user_hourly", "toStartOfHour") + rollup_steps("user_daily", "toStartOfDay")),
 ]

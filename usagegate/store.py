@@ -236,12 +236,12 @@ class _ChdbBackend(_Backend):
     def select(self, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         settings = ", ".join(f"{k} = {v}" for k, v in QUERY_SETTINGS.items())
         result = self._session.query(f"{sql} SETTINGS {settings}" if "SETTINGS" not in sql else sql,
-                                     "JSONEachRow", params=dict(params) or None)
+                                     "JSONEachRow", params=_chdb_params(params) or None)
         text = result.bytes() if hasattr(result, "bytes") else bytes(result)
         return [json.loads(line) for line in text.splitlines() if line]
 
     def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
-        self._session.query(sql, "CSV", params=dict(params) if params else None)
+        self._session.query(sql, "CSV", params=_chdb_params(params) if params else None)
 
     def insert_arrow(self, table: str, data: pa.Table, token: str) -> None:
         columns = ", ".join(data.column_names)
@@ -272,6 +272,23 @@ def _locked(path: Path) -> bool:
     finally:
         os.close(fd)  # closing releases the lock if we got it
     return False
+
+
+def _chdb_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """chDB takes parameters as text: arrays must be ClickHouse literals (clickhouse-connect
+    does this itself)."""
+    return {name: _array_literal(value) if isinstance(value, (list, tuple)) else value
+            for name, value in params.items()}
+
+
+def _array_literal(values: list[Any] | tuple[Any, ...]) -> str:
+    items = []
+    for value in values:
+        if isinstance(value, str):
+            items.append("'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'")
+        else:
+            items.append(str(value))
+    return "[" + ",".join(items) + "]"
 
 
 class _ServerBackend(_Backend):

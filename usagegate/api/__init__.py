@@ -11,10 +11,15 @@ from starlette.exceptions import HTTPException
 
 from usagegate.api import alerts as alerts_routes
 from usagegate.api import anomalies as anomalies_routes
+from usagegate.api import breakdown as breakdown_routes
+from usagegate.api import export as export_routes
+from usagegate.api import imports as import_routes
 from usagegate.api import limits as limits_routes
+from usagegate.api import plans as plans_routes
 from usagegate.api import prices as prices_routes
 from usagegate.api import requests as requests_routes
 from usagegate.api import user_tokens as user_tokens_routes
+from usagegate.api import users as users_routes
 from usagegate.api.params import ApiError
 from usagegate.errors import UsagegateError
 
@@ -52,4 +57,5 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 ROUTERS = [requests_routes.router, limits_routes.router, user_tokens_routes.router, anomalies_routes.router,
-           prices_routes.router, alerts_routes.router]
+           prices_routes.router, alerts_routes.router, users_routes.router, breakdown_routes.router,
+           plans_routes.router, export_routes.router, import_routes.router]

@@ -1,0 +1,514 @@
+"""Per-user analytics over the log store: users table, user detail, breakdowns, billing rows.
+
+Every query reads *facts*: rows shaped like the rollup tables (`user_daily`, `user_hourly`,
+see migrations.py) covering an exact [from, to) range — whole days from the daily rollup,
+whole hours at the day edges from the hourly rollup, and the partial hours at the very edges
+from the raw `requests` table (DESIGN §2). Filters (user, model, property, user-id search)
+apply inside each part, so they stay request-exact.
+
+Money leaves every query as a decimal string (ClickHouse Decimal(38, 9) sums are exact) and is
+turned into `Decimal`s here; derived money (averages, forecasts) is rounded half-even once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+from usagegate.forecast import month_forecast, window_start
+from usagegate.money import round_money
+from usagegate.store import Store
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+MONEY = "Decimal(38, 9)"
+
+# The raw table reshaped like a rollup row (the same expressions as the materialized views).
+_RAW_FACTS = (
+    "user_id, toDateTime(toStartOfHour(created_at), 'UTC') AS bucket, model, any(properties) AS props, "
+    "count() AS requests, countIf(status >= 400 AND NOT rate_limited) AS errors, countIf(rate_limited) AS limited, "
+    "sum(prompt_tokens) AS prompt, sum(completion_tokens) AS completion, "
+    "sum(ifNull(cost_usd, toDecimal128(0, 9))) AS cost, countIf(cost_usd IS NULL) AS unpriced, "
+    "sum(latency_ms) AS latency_sum, quantileTDigestState(0.95)(latency_ms) AS latency_q, "
+    "min(created_at) AS first_at, max(created_at) AS last_at"
+)
+_RAW_GROUP = "user_id, bucket, model, cityHash64(toString(mapSort(properties)))"
+_ROLLUP_FACTS = (
+    "user_id, bucket, model, props, requests, errors, limited, prompt, completion, cost, unpriced, "
+    "latency_sum, latency_q, first_at, last_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Which requests a query covers: one org, a [start, end) range and optional filters."""
+
+    org: str
+    start: datetime
+    end: datetime
+    model: str | None = None
+    properties: tuple[tuple[str, str], ...] = ()
+    q: str | None = None
+    user_id: str | None = None
+    user_ids: tuple[str, ...] | None = None
+
+
+@dataclass
+class Sql:
+    """Collects query parameters while SQL text is assembled."""
+
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, value: Any, kind: str) -> str:
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        return f"{{{name}:{kind}}}"
+
+
+def ch_time(moment: datetime, millis: bool = True) -> str:
+    text = moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return text[:-3] if millis else text[:-7]
+
+
+def _ceil(moment: datetime, step: timedelta) -> datetime:
+    floor = floor_time(moment, step)
+    return floor if floor == moment else floor + step
+
+
+def floor_time(moment: datetime, step: timedelta) -> datetime:
+    return EPOCH + ((moment - EPOCH) // step) * step
+
+
+def segments(start: datetime, end: datetime, *, daily: bool = True) -> list[tuple[str, datetime, datetime]]:
+    """Disjoint (table, from, to) parts covering [start, end): coarsest rollup that fits exactly."""
+    hs, he = _ceil(start, HOUR), floor_time(end, HOUR)
+    if hs >= he:
+        return [("requests", start, end)]
+    out: list[tuple[str, datetime, datetime]] = []
+    if start < hs:
+        out.append(("requests", start, hs))
+    ds, de = _ceil(hs, DAY), floor_time(he, DAY)
+    if not daily or ds >= de:
+        out.append(("user_hourly", hs, he))
+    else:
+        if hs < ds:
+            out.append(("user_hourly", hs, ds))
+        out.append(("user_daily", ds, de))
+        if de < he:
+            out.append(("user_hourly", de, he))
+    if he < end:
+        out.append(("requests", he, end))
+    return out
+
+
+def facts(scope: Scope, sql: Sql, *, daily: bool = True) -> str:
+    """SQL for rollup-shaped rows of `scope` (see the module docstring)."""
+    parts = []
+    for table, start, end in segments(scope.start, scope.end, daily=daily):
+        raw = table == "requests"
+        column, kind, props = ("created_at", "DateTime64(3, 'UTC')", "properties") if raw else ("bucket", "DateTime('UTC')", "props")
+        where = [
+            f"org_id = {sql.add(scope.org, 'String')}",
+            f"{column} >= {sql.add(ch_time(start, raw), kind)}",
+            f"{column} < {sql.add(ch_time(end, raw), kind)}",
+        ]
+        if scope.user_id is not None:
+            where.append(f"user_id = {sql.add(scope.user_id, 'String')}")
+        if scope.user_ids is not None:
+            where.append(f"user_id IN {sql.add(list(scope.user_ids), 'Array(String)')}")
+        if scope.q:
+            where.append(f"positionCaseInsensitiveUTF8(user_id, {sql.add(scope.q, 'String')}) > 0")
+        if scope.model is not None:
+            where.append(f"model = {sql.add(scope.model, 'String')}")
+        for name, value in scope.properties:
+            where.append(f"{props}[{sql.add(name, 'String')}] = {sql.add(value, 'String')}")
+        if raw:
+            parts.append(f"SELECT {_RAW_FACTS} FROM requests WHERE {' AND '.join(where)} GROUP BY {_RAW_GROUP}")
+        else:
+            parts.append(f"SELECT {_ROLLUP_FACTS} FROM {table} WHERE {' AND '.join(where)}")
+    return " UNION ALL ".join(parts)
+
+
+# -- the users table --------------------------------------------------------------------------
+
+# Per-user columns computed in SQL; ratios are rounded there so the sort order is the shown order.
+_PER_MODEL = (
+    "SELECT user_id, model, sum(requests) AS m_requests, sum(errors) AS m_errors, sum(limited) AS m_limited, "
+    "sum(prompt) AS m_prompt, sum(completion) AS m_completion, sum(cost) AS m_cost, sum(unpriced) AS m_unpriced, "
+    "sum(latency_sum) AS m_latency, quantileTDigestMergeState(0.95)(latency_q) AS m_q, "
+    "uniqExactState(toDate(bucket)) AS m_days, min(first_at) AS m_first, max(last_at) AS m_last "
+    "FROM ({facts}) GROUP BY user_id, model"
+)
+_PER_USER = (
+    "SELECT user_id, sum(m_requests) AS requests, sum(m_errors) AS errors, sum(m_limited) AS rate_limited, "
+    "sum(m_prompt) AS prompt_tokens, sum(m_completion) AS completion_tokens, "
+    "prompt_tokens + completion_tokens AS total_tokens, sum(m_cost) AS cost_usd, sum(m_unpriced) AS unpriced_requests, "
+    "toDecimal128(cost_usd, 18) / requests AS avg_cost_per_request, "
+    "uniqExactMerge(m_days) AS active_days, round(requests / active_days, 3) AS avg_requests_per_day, "
+    "round(total_tokens / requests, 3) AS avg_tokens_per_request, round(sum(m_latency) / requests, 1) AS avg_latency_ms, "
+    "round(quantileTDigestMerge(0.95)(m_q), 1) AS p95_latency_ms, round(errors / requests, 4) AS error_rate, "
+    "min(m_first) AS first_seen, max(m_last) AS last_seen, argMax(model, (m_requests, model)) AS top_model "
+    "FROM ({per_model}) GROUP BY user_id"
+)
+# sort name → ClickHouse type of its value (for keyset cursors).
+USER_SORTS: dict[str, str] = {
+    "user_id": "String", "requests": "UInt64", "prompt_tokens": "UInt64", "completion_tokens": "UInt64",
+    "total_tokens": "UInt64", "cost_usd": MONEY, "avg_cost_per_request": "Decimal(38, 18)",
+    "avg_requests_per_day": "Float64", "avg_tokens_per_request": "Float64", "avg_latency_ms": "Float64",
+    "p95_latency_ms": "Float64", "error_rate": "Float64", "rate_limited": "UInt64", "unpriced_requests": "UInt64",
+    "first_seen": "DateTime64(3, 'UTC')", "last_seen": "DateTime64(3, 'UTC')", "active_days": "UInt64",
+    "top_model": "String",
+}
+_USER_OUT = (
+    "user_id, requests, prompt_tokens, completion_tokens, total_tokens, toString(cost_usd) AS _cost, "
+    "unpriced_requests, avg_requests_per_day, avg_tokens_per_request, avg_latency_ms, p95_latency_ms, "
+    "error_rate, rate_limited, toString(first_seen) AS _first, toString(last_seen) AS _last, active_days, top_model"
+)
+# Text forms get other names: an alias equal to a column would also change what WHERE/ORDER BY see.
+_RENAMES = {"_cost": "cost_usd", "_first": "first_seen", "_last": "last_seen"}
+
+
+def users_sql(scope: Scope, sql: Sql) -> str:
+    return _PER_USER.format(per_model=_PER_MODEL.format(facts=facts(scope, sql)))
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    sort: str = "cost_usd"
+    order: str = "desc"
+    limit: int = 100
+    after: tuple[str, str] | None = None  # (sort value as text, user_id) of the previous page's last row
+
+
+async def users(store: Store, scope: Scope, page: Page, *, now: datetime | None = None) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
+    """One page of the users table and the keyset of its last row when more follow."""
+    sql = Sql()
+    inner = users_sql(scope, sql)
+    where = ""
+    if page.after is not None:
+        op = "<" if page.order == "desc" else ">"
+        value = sql.add(page.after[0], USER_SORTS[page.sort])
+        where = f"WHERE ({page.sort}, user_id) {op} ({value}, {sql.add(page.after[1], 'String')})"
+    # _k is the sort value printed by ClickHouse, so the cursor compares exactly what was sorted.
+    rows = await store.query(
+        f"SELECT {_USER_OUT}, toString({page.sort}) AS _k FROM ({inner}) {where} "
+        f"ORDER BY {page.sort} {page.order}, user_id {page.order} LIMIT {page.limit + 1}",
+        sql.params,
+    )
+    after = None
+    if len(rows) > page.limit:
+        rows = rows[: page.limit]
+        after = (rows[-1]["_k"], rows[-1]["user_id"])
+    rows = [{_RENAMES.get(k, k): v for k, v in row.items() if k != "_k"} for row in rows]
+    await _decorate(store, scope, rows, now=now)
+    return rows, after
+
+
+async def user_totals(store: Store, scope: Scope, *, now: datetime | None = None) -> dict[str, Any]:
+    """`count` and `totals` of the users table for `scope`, org-wide forecast included."""
+    sql = Sql()
+    rows = await store.query(
+        "SELECT uniqExact(user_id) AS count, sum(requests) AS requests, sum(prompt) AS prompt_tokens, "
+        "sum(completion) AS completion_tokens, prompt_tokens + completion_tokens AS total_tokens, "
+        "toString(sum(cost)) AS cost_usd, sum(unpriced) AS unpriced_requests, sum(errors) AS errors, "
+        "sum(limited) AS rate_limited, round(sum(latency_sum) / requests, 1) AS avg_latency_ms, "
+        "round(quantileTDigestMerge(0.95)(latency_q), 1) AS p95_latency_ms "
+        f"FROM ({facts(scope, sql)})",
+        sql.params,
+    )
+    row = rows[0] if rows else {}
+    count = int(row.pop("count", 0) or 0)
+    requests = int(row.get("requests") or 0)
+    totals = {
+        "requests": requests,
+        "prompt_tokens": int(row.get("prompt_tokens") or 0),
+        "completion_tokens": int(row.get("completion_tokens") or 0),
+        "total_tokens": int(row.get("total_tokens") or 0),
+        "cost_usd": Decimal(row.get("cost_usd") or 0),
+        "unpriced_requests": int(row.get("unpriced_requests") or 0),
+        "rate_limited": int(row.get("rate_limited") or 0),
+        "error_rate": round(int(row.get("errors") or 0) / requests, 4) if requests else None,
+        "avg_latency_ms": row.get("avg_latency_ms") if requests else None,
+        "p95_latency_ms": row.get("p95_latency_ms") if requests else None,
+        "avg_cost_per_user": round_money(Fraction(Decimal(row.get("cost_usd") or 0)) / count) if count else None,
+    }
+    totals["forecast_month_usd"] = await org_forecast(store, scope, now=now)
+    return {"count": count, "totals": totals}
+
+
+async def _decorate(store: Store, scope: Scope, rows: list[dict[str, Any]], *, now: datetime | None) -> None:
+    """Add the columns computed per page: Decimal money, latest properties, forecast."""
+    if not rows:
+        return
+    ids = tuple(row["user_id"] for row in rows)
+    page_scope = replace(scope, user_ids=ids, q=None)
+    props = await latest_properties(store, page_scope)
+    forecasts = await user_forecasts(store, page_scope, now=now)
+    for row in rows:
+        cost = Decimal(row["cost_usd"])
+        row["cost_usd"] = cost
+        row["avg_cost_per_request"] = round_money(Fraction(cost) / row["requests"]) if row["requests"] else None
+        row["forecast_month_usd"] = forecasts.get(row["user_id"], Decimal(0))
+        row["properties"] = props.get(row["user_id"], {})
+
+
+async def latest_properties(store: Store, scope: Scope) -> dict[str, dict[str, str]]:
+    """Per user, the latest value of each property key (within the scope)."""
+    sql = Sql()
+    rows = await store.query(
+        "SELECT user_id, groupArray(k) AS keys, groupArray(v) AS vals FROM ("
+        f"SELECT user_id, k, argMax(props[k], last_at) AS v FROM ({facts(scope, sql)}) "
+        "ARRAY JOIN mapKeys(props) AS k GROUP BY user_id, k) GROUP BY user_id",
+        sql.params,
+    )
+    return {row["user_id"]: dict(sorted(zip(row["keys"], row["vals"]))) for row in rows}
+
+
+# -- forecasts --------------------------------------------------------------------------------
+
+
+def _today(now: datetime | None) -> date:
+    return (now or datetime.now(timezone.utc)).astimezone(timezone.utc).date()
+
+
+def _day_start(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+
+
+async def _daily_costs(store: Store, scope: Scope, today: date, *, per_user: bool) -> tuple[dict[str, dict[date, Decimal]], dict[str, date]]:
+    """Daily costs in the forecast window and first-seen days, keyed by user (or "" for all)."""
+    key = "user_id" if per_user else "''"
+    window = replace(scope, start=_day_start(window_start(today)), end=_day_start(today) + DAY)
+    sql = Sql()
+    rows = await store.query(
+        f"SELECT {key} AS k, toString(toDate(bucket)) AS d, toString(sum(cost)) AS c "
+        f"FROM ({facts(window, sql)}) GROUP BY k, d",
+        sql.params,
+    )
+    daily: dict[str, dict[date, Decimal]] = {}
+    for row in rows:
+        daily.setdefault(row["k"], {})[date.fromisoformat(row["d"])] = Decimal(row["c"])
+    history = replace(scope, start=EPOCH, end=_day_start(today) + DAY)
+    sql = Sql()
+    rows = await store.query(
+        f"SELECT {key} AS k, toString(toDate(min(first_at))) AS d FROM ({facts(history, sql)}) GROUP BY k",
+        sql.params,
+    )
+    first = {row["k"]: date.fromisoformat(row["d"]) for row in rows}
+    return daily, first
+
+
+async def user_forecasts(store: Store, scope: Scope, *, now: datetime | None = None) -> dict[str, Decimal]:
+    """Month-end forecast (forecast.py) for each user in `scope.user_ids`."""
+    today = _today(now)
+    daily, first = await _daily_costs(store, scope, today, per_user=True)
+    return {user: month_forecast(daily.get(user, {}), today, day) for user, day in first.items()}
+
+
+async def org_forecast(store: Store, scope: Scope, *, now: datetime | None = None) -> Decimal:
+    """Month-end forecast of the whole scope (all matching users together)."""
+    today = _today(now)
+    daily, first = await _daily_costs(store, scope, today, per_user=False)
+    return month_forecast(daily.get("", {}), today, first.get(""))
+
+
+# -- one user ---------------------------------------------------------------------------------
+
+
+async def user_exists(store: Store, org: str, user_id: str) -> bool:
+    rows = await store.query(
+        "SELECT 1 AS x FROM user_daily WHERE org_id = {org:String} AND user_id = {user:String} LIMIT 1",
+        {"org": org, "user": user_id},
+    )
+    return bool(rows)
+
+
+def empty_user_row(user_id: str) -> dict[str, Any]:
+    return {
+        "user_id": user_id, "requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0,
+        "cost_usd": Decimal(0), "unpriced_requests": 0, "avg_requests_per_day": None, "avg_tokens_per_request": None,
+        "avg_latency_ms": None, "p95_latency_ms": None, "error_rate": None, "rate_limited": 0, "first_seen": None,
+        "last_seen": None, "active_days": 0, "top_model": None, "avg_cost_per_request": None,
+        "forecast_month_usd": Decimal(0), "properties": {},
+    }
+
+
+async def series(store: Store, scope: Scope, interval: str) -> list[dict[str, Any]]:
+    """Per hour or day: requests, tokens, cost, errors (only buckets with traffic)."""
+    fn = "toStartOfHour" if interval == "hour" else "toStartOfDay"
+    sql = Sql()
+    return await store.query(
+        f"SELECT toString(toDateTime({fn}(bucket), 'UTC')) AS t, sum(requests) AS requests, "
+        "sum(prompt) + sum(completion) AS total_tokens, toString(sum(cost)) AS cost_usd, sum(errors) AS errors, "
+        f"sum(limited) AS rate_limited FROM ({facts(scope, sql, daily=interval == 'day')}) GROUP BY t ORDER BY t",
+        sql.params,
+    )
+
+
+async def cost_by_model(store: Store, scope: Scope) -> list[dict[str, Any]]:
+    sql = Sql()
+    return await store.query(
+        "SELECT model, sum(requests) AS requests, sum(prompt) + sum(completion) AS total_tokens, "
+        f"toString(sum(cost)) AS cost_usd FROM ({facts(scope, sql)}) GROUP BY model ORDER BY sum(cost) DESC, model",
+        sql.params,
+    )
+
+
+async def cost_by_property(store: Store, scope: Scope) -> list[dict[str, Any]]:
+    sql = Sql()
+    return await store.query(
+        "SELECT k AS property, props[k] AS value, sum(requests) AS requests, toString(sum(cost)) AS cost_usd "
+        f"FROM ({facts(scope, sql)}) ARRAY JOIN mapKeys(props) AS k GROUP BY property, value "
+        "ORDER BY property, sum(cost) DESC, value",
+        sql.params,
+    )
+
+
+async def delete_user(store: Store, org: str, user_id: str) -> int:
+    """Erase a user's records (bodies included) and rollup rows; returns the records removed."""
+    params = {"org": org, "user": user_id}
+    rows = await store.query(
+        "SELECT count() AS n FROM requests WHERE org_id = {org:String} AND user_id = {user:String}", params
+    )
+    for table in ("requests", "user_hourly", "user_daily"):
+        # Synchronous mutation: once the API answers, the data is gone from every table.
+        await store.acall(
+            store.command,
+            f"ALTER TABLE {table} DELETE WHERE org_id = {{org:String}} AND user_id = {{user:String}} "
+            "SETTINGS mutations_sync = 2",
+            params,
+        )
+    return int(rows[0]["n"]) if rows else 0
+
+
+# -- breakdown --------------------------------------------------------------------------------
+
+
+async def breakdown(store: Store, scope: Scope, by_property: str | None) -> list[dict[str, Any]]:
+    """Per model (by_property None) or per value of a property: users, requests, cost and the
+    mean / median / p90 of per-user cost. Requests without the property form the null group."""
+    sql = Sql()
+    if by_property is None:
+        group = "model"
+    else:
+        name = sql.add(by_property, "String")
+        group = f"if(mapContains(props, {name}), props[{name}], NULL)"
+    # median: mean of the two middle values; p90: nearest rank, ceil(0.9 n) (docs/analytics.md).
+    rows = await store.query(
+        "SELECT value, count() AS users, sum(u_requests) AS requests, toString(sum(u_cost)) AS cost_usd, "
+        "arraySort(groupArray(u_cost)) AS s, toString(s[intDiv(users + 1, 2)]) AS m1, "
+        "toString(s[intDiv(users + 2, 2)]) AS m2, toString(s[intDiv(9 * users + 9, 10)]) AS p90 FROM ("
+        f"SELECT {group} AS value, user_id, sum(requests) AS u_requests, sum(cost) AS u_cost "
+        f"FROM ({facts(scope, sql)}) GROUP BY value, user_id) GROUP BY value ORDER BY sum(u_cost) DESC, value",
+        sql.params,
+    )
+    out = []
+    for row in rows:
+        cost = Decimal(row["cost_usd"])
+        users_n = int(row["users"])
+        out.append({
+            "value": row["value"], "users": users_n, "requests": int(row["requests"]), "cost_usd": cost,
+            "avg_cost_per_user": round_money(Fraction(cost) / users_n),
+            "median_cost_per_user": round_money((Fraction(Decimal(row["m1"])) + Fraction(Decimal(row["m2"]))) / 2),
+            "p90_cost_per_user": Decimal(row["p90"]),
+        })
+    return out
+
+
+# -- profitability ----------------------------------------------------------------------------
+
+
+def month_share(start: datetime, end: datetime) -> list[tuple[date, Fraction]]:
+    """For each calendar month [start, end) touches: (month start, share of that month covered)."""
+    out = []
+    month = date(start.year, start.month, 1)
+    while _day_start(month) < end:
+        nxt = date(month.year + (month.month == 12), month.month % 12 + 1, 1)
+        m_start, m_end = _day_start(month), _day_start(nxt)
+        covered = min(end, m_end) - max(start, m_start)
+        out.append((month, Fraction(int(covered.total_seconds() * 1000), int((m_end - m_start).total_seconds() * 1000))))
+        month = nxt
+    return out
+
+
+def prorated(monthly: Decimal, start: datetime, end: datetime) -> Decimal:
+    """Revenue of a monthly price over [start, end): price × covered share of each month."""
+    return round_money(sum((Fraction(monthly) * share for _, share in month_share(start, end)), Fraction(0)))
+
+
+PROFIT_SORTS = {"margin_usd": MONEY, "cost_usd": MONEY, "revenue_usd": MONEY, "user_id": "String"}
+
+
+async def profitability(store: Store, scope: Scope, plan_property: str, revenue: dict[str, Decimal],
+                        page: Page) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
+    """Per user: plan (latest value of the plan property), prorated revenue, cost and margin."""
+    sql = Sql()
+    plans = list(revenue)
+    prop = sql.add(plan_property, "String")
+    names = sql.add(plans, "Array(String)")
+    prices = sql.add([revenue[p] for p in plans], "Array(Decimal(38, 9))")
+    # transform() does not take Decimals; an index into parallel arrays does (0 = no such plan).
+    revenue_expr = f"if(indexOf({names}, plan) = 0, toDecimal128(0, 9), {prices}[indexOf({names}, plan)])"
+    inner = (
+        "SELECT user_id, plan, revenue_usd, cost_usd, revenue_usd - cost_usd AS margin_usd FROM ("
+        f"SELECT user_id, argMaxIf(props[{prop}], last_at, mapContains(props, {prop})) AS plan, "
+        f"sum(cost) AS cost_usd, {revenue_expr} AS revenue_usd FROM ({facts(scope, sql)}) GROUP BY user_id)"
+    )
+    where = ""
+    if page.after is not None:
+        op = "<" if page.order == "desc" else ">"
+        where = (f"WHERE ({page.sort}, user_id) {op} ({sql.add(page.after[0], PROFIT_SORTS[page.sort])}, "
+                 f"{sql.add(page.after[1], 'String')})")
+    rows = await store.query(
+        "SELECT user_id, plan, toString(revenue_usd) AS _rev, toString(cost_usd) AS _cost, "
+        f"toString(margin_usd) AS _margin, toString({page.sort}) AS _k FROM ({inner}) {where} "
+        f"ORDER BY {page.sort} {page.order}, user_id {page.order} LIMIT {page.limit + 1}",
+        sql.params,
+    )
+    after = None
+    if len(rows) > page.limit:
+        rows = rows[: page.limit]
+        after = (rows[-1]["_k"], rows[-1]["user_id"])
+    out = []
+    for row in rows:
+        rev, cost, margin = Decimal(row["_rev"]), Decimal(row["_cost"]), Decimal(row["_margin"])
+        out.append({
+            "user_id": row["user_id"], "plan": row["plan"] or None, "revenue_usd": rev, "cost_usd": cost,
+            "margin_usd": margin, "margin_pct": round_money(Fraction(margin) * 100 / Fraction(rev), 2) if rev else None,
+        })
+    return out, after
+
+
+async def plan_summary(store: Store, scope: Scope, plan_property: str, revenue: dict[str, Decimal]) -> list[dict[str, Any]]:
+    """Per plan: users, cost, revenue, margin and average cost per user (users by latest plan)."""
+    sql = Sql()
+    prop = sql.add(plan_property, "String")
+    rows = await store.query(
+        "SELECT plan, count() AS users, toString(sum(u_cost)) AS cost_usd FROM ("
+        f"SELECT user_id, argMaxIf(props[{prop}], last_at, mapContains(props, {prop})) AS plan, sum(cost) AS u_cost "
+        f"FROM ({facts(scope, sql)}) GROUP BY user_id) GROUP BY plan ORDER BY plan",
+        sql.params,
+    )
+    out = []
+    for row in rows:
+        users_n, cost = int(row["users"]), Decimal(row["cost_usd"])
+        per_user = revenue.get(row["plan"], Decimal(0))
+        rev = per_user * users_n
+        out.append({
+            "plan": row["plan"] or None, "users": users_n, "revenue_usd": rev, "cost_usd": cost,
+            "margin_usd": rev - cost, "avg_cost_per_user": round_money(Fraction(cost) / users_n),
+        })
+    return out
+
+
+async def all_users(store: Store, scope: Scope, columns: Sequence[str]) -> list[dict[str, Any]]:
+    """Every user row of `scope` (export), sorted by user id."""
+    sql = Sql()
+    return await store.query(
+        f"SELECT {', '.join(columns)} FROM ({users_sql(scope, sql)}) ORDER BY user_id", sql.params
+    )

@@ -1,0 +1,199 @@
+"""`/api/users`: the users table, one user's detail, their requests, and erasure.
+
+User ids travel percent-encoded in paths (any character, `/` as %2F); the anonymous user
+(requests without a user id) is `/api/users/%00`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from usagegate import analytics
+from usagegate.analytics import Page
+from usagegate.api.auth import context, org_of
+from usagegate.api.params import (
+    ApiError,
+    bad_param,
+    decode_cursor,
+    encode_cursor,
+    iso,
+    money,
+    parse_limit,
+    parse_order,
+)
+from usagegate.api.requests import LIST_COLUMNS, list_requests
+from usagegate.api.requests import render as render_request
+from usagegate.api.scope import range_out, render, render_user, scope_of, user_from_path
+
+router = APIRouter(tags=["users"])
+
+ASCENDING_BY_DEFAULT = {"user_id", "top_model"}
+MAX_SERIES_POINTS = 10_000
+RECENT_REQUESTS = 20
+
+
+def page_of(request: Request, sorts: dict[str, str], default_sort: str, default_order: str | None = None) -> Page:
+    """sort/order/limit/cursor → Page; the cursor carries its sort so it cannot be misapplied."""
+    q = request.query_params
+    sort = q.get("sort", default_sort)
+    if sort not in sorts:
+        raise bad_param("sort", f"'sort' must be one of: {', '.join(sorts)}.")
+    order = parse_order(q.get("order"), default_order or ("asc" if sort in ASCENDING_BY_DEFAULT else "desc"))
+    after = None
+    if "cursor" in q:
+        c_sort, c_order, value, user_id = decode_cursor(q["cursor"], 4)
+        if (c_sort, c_order) != (sort, order):
+            raise bad_param("cursor", "'cursor' belongs to another sort or order; start again without it.")
+        after = (str(value), str(user_id))
+    return Page(sort=sort, order=order, limit=parse_limit(q.get("limit")), after=after)
+
+
+def cursor_of(page: Page, after: tuple[str, str] | None) -> str | None:
+    return encode_cursor([page.sort, page.order, *after]) if after else None
+
+
+@router.get("/api/users")
+async def users_list(
+    request: Request,
+    org: str = Depends(org_of),
+    from_: str | None = Query(None, alias="from", description="Inclusive start, ISO 8601 (default: start of this UTC month)."),
+    to: str | None = Query(None, description="Exclusive end, ISO 8601 (default: start of next month)."),
+    sort: str = Query("cost_usd", description=f"One of: {', '.join(analytics.USER_SORTS)}."),
+    order: str | None = Query(None, description="asc or desc (default desc; asc for user_id and top_model)."),
+    limit: str | None = Query(None, description="Rows per page, 1-1000 (default 100)."),
+    cursor: str | None = Query(None, description="next_cursor of the previous page."),
+    model: str | None = Query(None, description="Only requests answered by this model."),
+    q: str | None = Query(None, description="User id substring (case-insensitive)."),
+) -> dict[str, Any]:
+    """Per-user usage and cost for the range (filters also: `property.<name>=<value>`), with
+    `totals` over every matching user and `count` of them. Pages never skip or repeat a user."""
+    scope = scope_of(request, org)
+    page = page_of(request, analytics.USER_SORTS, "cost_usd")
+    store = context(request).store
+    (rows, after), summary = await asyncio.gather(
+        analytics.users(store, scope, page), analytics.user_totals(store, scope)
+    )
+    return {
+        **range_out(scope),
+        "users": [render_user(row) for row in rows],
+        "count": summary["count"],
+        "totals": render(summary["totals"]),
+        "next_cursor": cursor_of(page, after),
+    }
+
+
+@router.get("/api/users/{user_id}/requests")
+async def user_requests_doc(request: Request, user_id: str, org: str = Depends(org_of)) -> dict[str, Any]:
+    """One user's requests, newest first (the filters and paging of /api/requests)."""
+    return await user_route(request, org)
+
+
+@router.get("/api/users/{user_id:path}")
+async def user_detail_route(
+    request: Request,
+    user_id: str,
+    org: str = Depends(org_of),
+    interval: str = Query("day", description="Series bucket: hour or day."),
+    from_: str | None = Query(None, alias="from", description="Inclusive start, ISO 8601 (default: this UTC month)."),
+    to: str | None = Query(None, description="Exclusive end, ISO 8601."),
+) -> dict[str, Any]:
+    """One user (percent-encoded id; the anonymous user is `%00`): the users-table row,
+    an hourly or daily series, cost by model and by property, and recent requests."""
+    return await user_route(request, org)
+
+
+async def user_route(request: Request, org: str) -> dict[str, Any]:
+    user_id, rest = user_from_path(request)
+    store = context(request).store
+    if not await analytics.user_exists(store, org, user_id):
+        raise ApiError(404, f"No user {user_id[:80]!r} in this organization.", "user_id")
+    if rest == "requests":
+        return await list_requests(request, org, user_id=user_id)
+    return await user_detail(request, org, user_id)
+
+
+async def user_detail(request: Request, org: str, user_id: str) -> dict[str, Any]:
+    interval = request.query_params.get("interval", "day")
+    if interval not in ("hour", "day"):
+        raise bad_param("interval", "'interval' must be 'hour' or 'day'.")
+    scope = scope_of(request, org)
+    step = timedelta(hours=1) if interval == "hour" else timedelta(days=1)
+    if (scope.end - scope.start) / step > MAX_SERIES_POINTS:
+        raise bad_param("interval", f"The range has more than {MAX_SERIES_POINTS} {interval}s; use a coarser interval.")
+    one = replace(scope, user_id=user_id)
+    store = context(request).store
+    (rows, _), points, models, props, recent = await asyncio.gather(
+        analytics.users(store, one, Page(limit=1)),
+        analytics.series(store, one, interval),
+        analytics.cost_by_model(store, one),
+        analytics.cost_by_property(store, one),
+        store.query(
+            f"SELECT {LIST_COLUMNS} FROM requests WHERE org_id = {{org:String}} AND user_id = {{user:String}} "
+            "AND created_at >= {t_from:DateTime64(3)} AND created_at < {t_to:DateTime64(3)} "
+            f"ORDER BY created_at DESC, request_id DESC LIMIT {RECENT_REQUESTS}",
+            {"org": org, "user": user_id, "t_from": analytics.ch_time(scope.start), "t_to": analytics.ch_time(scope.end)},
+        ),
+    )
+    row = rows[0] if rows else analytics.empty_user_row(user_id)
+    if not rows:
+        forecasts = await analytics.user_forecasts(store, replace(one, user_ids=(user_id,)))
+        row["forecast_month_usd"] = forecasts.get(user_id, row["forecast_month_usd"])
+    return {
+        **range_out(scope),
+        "user": render_user(row),
+        "interval": interval,
+        "series": fill_series(points, scope.start, scope.end, step),
+        "cost_by_model": [{**m, "cost_usd": money(m["cost_usd"])} for m in models],
+        "cost_by_property": [{**p, "cost_usd": money(p["cost_usd"])} for p in props],
+        "recent_requests": [render_request(r) for r in recent],
+    }
+
+
+def fill_series(points: list[dict[str, Any]], start: datetime, end: datetime, step: timedelta) -> list[dict[str, Any]]:
+    """Every bucket of the range, zeros where there was no traffic (charts want a full axis)."""
+    by_time = {p["t"]: p for p in points}
+    first = analytics.floor_time(start, step)
+    out = []
+    moment = first
+    while moment < end:
+        key = moment.strftime("%Y-%m-%d %H:%M:%S")
+        p = by_time.get(key)
+        out.append({
+            "t": iso(key + ".000"),
+            "requests": p["requests"] if p else 0,
+            "total_tokens": p["total_tokens"] if p else 0,
+            "cost_usd": money(p["cost_usd"] if p else 0),
+            "errors": p["errors"] if p else 0,
+            "rate_limited": p["rate_limited"] if p else 0,
+        })
+        moment += step
+    return out
+
+
+@router.delete("/api/users/{user_id:path}")
+async def user_delete(request: Request, user_id: str, org: str = Depends(org_of)) -> dict[str, Any]:
+    """Erase a user's records, bodies and rollups (privacy requests). Requests still in the spool
+    are written first, so nothing of the user reappears afterwards."""
+    uid, rest = user_from_path(request)
+    if rest:
+        raise ApiError(405, "Method not allowed.")
+    ctx = context(request)
+    await wait_for_writer(ctx, timeout=10.0)
+    if not await analytics.user_exists(ctx.store, org, uid):
+        raise ApiError(404, f"No user {uid[:80]!r} in this organization.", "user_id")
+    removed = await analytics.delete_user(ctx.store, org, uid)
+    return {"user_id": uid, "deleted_requests": removed}
+
+
+async def wait_for_writer(ctx: Any, timeout: float) -> None:
+    """Wait (bounded) until the batch writer has stored everything spooled so far."""
+    target = ctx.spool.appended
+    deadline = time.monotonic() + timeout
+    while ctx.writer.inserted < target and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)

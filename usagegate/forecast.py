@@ -1,0 +1,66 @@
+"""Month-end cost forecast from a recent daily trend (pure arithmetic, exact; docs/analytics.md).
+
+Method, per user (or for the whole org):
+- the *window* is the last `LOOKBACK_DAYS` complete UTC days before today, but never before the
+  day the user was first seen (days without traffic inside it count as 0);
+- with ≥ 2 window days a least-squares line `cost(t) = a + b·t` is fitted (t = day offset from
+  today), with 1 day the rate is that day's cost, with 0 days (first seen today) it is today's
+  cost so far;
+- forecast = cost this month before today + max(today's cost so far, predicted(today))
+  + Σ predicted(t) over the remaining days of the month, each prediction floored at 0.
+
+All arithmetic is on `Fraction`s (money never passes through a float); the result is rounded
+half-even to 9 places once, at the end.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Mapping
+from datetime import date, timedelta
+from decimal import Decimal
+from fractions import Fraction
+
+from usagegate.money import round_money
+
+LOOKBACK_DAYS = 14
+
+
+def window_start(today: date) -> date:
+    """The earliest day a forecast for `today` reads (month start or the trend window)."""
+    return min(today.replace(day=1), today - timedelta(days=LOOKBACK_DAYS))
+
+
+def month_forecast(daily_cost: Mapping[date, Decimal], today: date, first_day: date | None) -> Decimal:
+    """Projected cost for today's whole calendar month; see the module docstring."""
+    month_start = today.replace(day=1)
+    last_day = calendar.monthrange(today.year, today.month)[1]
+    actual_before = sum((Fraction(v) for d, v in daily_cost.items() if month_start <= d < today), Fraction(0))
+    actual_today = Fraction(daily_cost.get(today, Decimal(0)))
+    start = today - timedelta(days=LOOKBACK_DAYS)
+    if first_day is not None and first_day > start:
+        start = first_day
+    points = [((d - today).days, Fraction(daily_cost.get(d, Decimal(0))))
+              for d in (start + timedelta(days=i) for i in range((today - start).days))]
+    a, b = _trend(points, actual_today)
+
+    def predicted(t: int) -> Fraction:
+        return max(Fraction(0), a + b * t)
+
+    total = actual_before + max(actual_today, predicted(0))
+    total += sum((predicted(t) for t in range(1, last_day - today.day + 1)), Fraction(0))
+    return round_money(total)
+
+
+def _trend(points: list[tuple[int, Fraction]], today_so_far: Fraction) -> tuple[Fraction, Fraction]:
+    """(intercept, slope) of the least-squares line through `points`, or a flat rate."""
+    if not points:
+        return today_so_far, Fraction(0)
+    if len(points) == 1:
+        return points[0][1], Fraction(0)
+    n = len(points)
+    mean_t = Fraction(sum(t for t, _ in points), n)
+    mean_y = sum((y for _, y in points), Fraction(0)) / n
+    spread = sum(((t - mean_t) ** 2 for t, _ in points), Fraction(0))
+    slope = sum(((t - mean_t) * (y - mean_y) for t, y in points), Fraction(0)) / spread
+    return mean_y - slope * mean_t, slope
