@@ -197,6 +197,17 @@ def keys_revoke(
     console.print("revoked")
 
 
+def _register_analytics() -> None:
+    from usagegate import cli_users
+
+    app.command("users")(cli_users.users)
+    app.command("user")(cli_users.user)
+    app.command("export")(cli_users.export)
+
+
+_register_analytics()
+
+
 def main() -> None:
     import click
 
