@@ -34,7 +34,7 @@ PRICES = {
     "claude-3-5-haiku-20241022": (Decimal("0.8"), Decimal("4")),
 }
 NINE = Decimal("0.000000001")
-WEIRD = "we/ird %user?&é"
+WEIRD = "we/ird %user?&é\\'x"  # '/', '%', '?', '&', non-ASCII, backslash and quote
 
 
 def q9(value: Decimal | Fraction) -> Decimal:

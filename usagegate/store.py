@@ -275,10 +275,21 @@ def _locked(path: Path) -> bool:
 
 
 def _chdb_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """chDB takes parameters as text: arrays must be ClickHouse literals (clickhouse-connect
-    does this itself)."""
-    return {name: _array_literal(value) if isinstance(value, (list, tuple)) else value
-            for name, value in params.items()}
+    """chDB takes parameters as text in ClickHouse's escaped format: a scalar string needs its
+    backslashes and control characters escaped (a lone "\\" failed the query), and an array must
+    be a ClickHouse literal (clickhouse-connect does both itself)."""
+    out: dict[str, Any] = {}
+    for name, value in params.items():
+        if isinstance(value, (list, tuple)):
+            out[name] = _array_literal(value)
+        elif isinstance(value, str):
+            out[name] = value.translate(_ESCAPES)
+        else:
+            out[name] = value
+    return out
+
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
 
 
 def _array_literal(values: list[Any] | tuple[Any, ...]) -> str:
