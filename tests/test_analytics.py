@@ -478,3 +478,22 @@ def test_cli_users_user_and_export(gateway: GatewayProcess, traffic: Traffic, tm
     assert missing.returncode == 1 and "No user" in missing.stderr and "Traceback" not in missing.stderr
     down = _cli("users", "--url", "http://127.0.0.1:9", "--key", traffic.key)
     assert down.returncode == 1 and "Cannot reach" in down.stderr and "Traceback" not in down.stderr
+
+
+def test_price_override_reprices_the_users_table_too(gateway: GatewayProcess) -> None:
+    """Unknown price → counted as unpriced, cost 0 in sums; an override re-prices the raw rows and
+    the rollups the users table reads (an in-place UPDATE alone would not reach them)."""
+    key = create_key(gateway.data_dir, "reprice-org")
+    now = datetime.now(timezone.utc)
+    model = "acme/house-model"
+    send(gateway.url, key, [_record("u1", now - timedelta(minutes=n), model=model, prompt=1000, completion=2000)
+                            for n in range(3)])
+    gateway.wait_for_requests(key, 3)
+    (row,) = _get(gateway, key, "/api/users").json()["users"]
+    assert row["unpriced_requests"] == 3 and row["cost_usd"] == "0.000000000"
+    response = httpx.put(f"{gateway.url}/api/prices/{model}", headers={"Authorization": f"Bearer {key}"},
+                         json={"input_mtok": "1.5", "output_mtok": "3"}, timeout=30)
+    assert response.status_code == 200 and response.json()["repriced_requests"] == 3
+    (row,) = _get(gateway, key, "/api/users").json()["users"]
+    assert row["unpriced_requests"] == 0 and row["requests"] == 3
+    assert row["cost_usd"] == s9(3 * (1000 * Decimal("1.5") + 2000 * Decimal(3)) / M)

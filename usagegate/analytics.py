@@ -20,6 +20,7 @@ from fractions import Fraction
 from typing import Any
 
 from usagegate.forecast import month_forecast, window_start
+from usagegate.migrations import rollup_rebuild_statements
 from usagegate.money import round_money
 from usagegate.store import Store
 
@@ -384,6 +385,15 @@ async def delete_user(store: Store, org: str, user_id: str) -> int:
             params,
         )
     return int(rows[0]["n"]) if rows else 0
+
+
+def rebuild_user_rollups(store: Store, org: str, user_ids: Sequence[str]) -> None:
+    """Recompute `user_ids`' rollup rows from the raw table (after an in-place cost update).
+    Call on the store thread, where inserts also run, so no batch lands in between."""
+    if user_ids:
+        where = "org_id = {org:String} AND user_id IN {users:Array(String)}"
+        for statement in rollup_rebuild_statements(where):
+            store.command(statement, {"org": org, "users": list(user_ids)})
 
 
 # -- breakdown --------------------------------------------------------------------------------

@@ -133,6 +133,24 @@ def rollup_steps(table: str, bucket_fn: str) -> list[str]:
     ]
 
 
+ROLLUPS = (("user_hourly", "toStartOfHour"), ("user_daily", "toStartOfDay"))
+
+
+def rollup_rebuild_statements(where: str) -> list[str]:
+    """Recompute the rollup rows of the raw rows matching `where` (a condition on org_id and
+    user_id, which key both), e.g. after costs were updated in place: an UPDATE mutation does
+    not reach materialized views. Block deduplication is off for the re-insert, or a rebuild
+    identical to an earlier one would be dropped as a duplicate after its rows were deleted."""
+    statements = []
+    for table, bucket_fn in ROLLUPS:
+        statements.append(f"ALTER TABLE {table} DELETE WHERE {where} SETTINGS mutations_sync = 2")
+        statements.append(
+            f"INSERT INTO {table} SETTINGS insert_deduplicate = 0 "
+            f"{rollup_select(bucket_fn).replace('FROM requests', f'FROM requests WHERE {where}')}"
+        )
+    return statements
+
+
 # (name, statements). Append new steps; never edit an applied one.
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0001_requests", [REQUESTS_DDL]),

@@ -21,6 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from usagegate.analytics import rebuild_user_rollups
 from usagegate.config_db import ConfigDB
 from usagegate.pricing import PriceOverride, override_rates
 from usagegate.store import Store
@@ -159,7 +160,7 @@ def reprice(store: Store, org_id: str, model: str, override: PriceOverride) -> i
     returns how many. Run on the store thread (`store.call` / `store.acall`): inserts run
     there too, so no batch lands between the count and the update."""
     params: dict[str, Any] = {"org": org_id, "model": model}
-    rows = store.select(f"SELECT count() AS n FROM requests WHERE {_MATCH}", params)
+    rows = store.select(f"SELECT count() AS n, groupUniqArray(user_id) AS users FROM requests WHERE {_MATCH}", params)
     count = int(rows[0]["n"]) if rows else 0
     if not count:
         return 0
@@ -168,6 +169,8 @@ def reprice(store: Store, org_id: str, model: str, override: PriceOverride) -> i
         f"ALTER TABLE requests UPDATE cost_usd = {expr} WHERE {_MATCH} SETTINGS mutations_sync = 2",
         {**params, **cost_params},
     )
+    # An UPDATE does not reach the materialized views: recompute those users' rollups.
+    rebuild_user_rollups(store, org_id, rows[0]["users"])
     return count
 
 
