@@ -3,6 +3,8 @@
 `python -m tests.store_probe <data_dir>` prints JSON: for every MergeTree-family table, its engine,
 whether it keeps a deduplication window, its row count and a fingerprint of its merged content
 (aggregate states finalized, `FINAL` applied) — equal fingerprints mean equal data.
+`python -m tests.store_probe <data_dir> <needle>` prints, per table, how many rows hold `needle` in
+any column (as text): compressed column files hide it from a byte grep, queries do not.
 """
 
 from __future__ import annotations
@@ -36,16 +38,29 @@ def _fingerprint(session: Any, table: str, engine: str) -> tuple[int, str]:
     return int(count), digest
 
 
-def main(data_dir: str) -> None:
+def _holding(session: Any, table: str, needle: str) -> int:
+    columns = json.loads(session.query(
+        "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = {t:String}",
+        "JSON", params={"t": table}).bytes())["data"]
+    checks = " OR ".join(f"position(toString(`{c['name']}`), {{n:String}}) > 0" for c in columns)
+    return int(session.query(f"SELECT count() FROM {table} WHERE {checks}", "CSV", params={"n": needle}).bytes())
+
+
+def main(data_dir: str, needle: str | None = None) -> None:
     from chdb.session import Session
 
     session = Session(str(Path(data_dir) / "store"))
     tables = json.loads(session.query(
         "SELECT name, engine, create_table_query FROM system.tables "
-        "WHERE database = currentDatabase() AND engine LIKE '%MergeTree' AND name != 'schema_migrations'",
+        "WHERE database = currentDatabase() AND engine LIKE '%MergeTree'",
         "JSON").bytes())["data"]
-    out = {}
+    out: dict[str, Any] = {}
     for table in tables:
+        if needle is not None:
+            out[table["name"]] = _holding(session, table["name"], needle)
+            continue
+        if table["name"] == "schema_migrations":
+            continue
         count, digest = _fingerprint(session, table["name"], table["engine"])
         out[table["name"]] = {
             "engine": table["engine"],
@@ -57,14 +72,27 @@ def main(data_dir: str) -> None:
     print(json.dumps(out))
 
 
-def probe(data_dir: Path) -> dict[str, dict[str, Any]]:
+def probe(data_dir: Path, needle: str | None = None) -> dict[str, Any]:
     """Run `main` in a subprocess (the test process must not hold the store open)."""
-    done = subprocess.run([PYTHON, "-m", "tests.store_probe", str(data_dir)], capture_output=True, text=True,
+    args = [str(data_dir)] + ([needle] if needle is not None else [])
+    done = subprocess.run([PYTHON, "-m", "tests.store_probe", *args], capture_output=True, text=True,
                           env=_env(), timeout=120)
     if done.returncode != 0:
         raise AssertionError(f"store probe failed: {done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def files_holding(root: Path, needle: str) -> list[Path]:
+    """Every file under `root` whose bytes contain `needle`."""
+    raw = needle.encode()
+    return [path for path in root.rglob("*") if path.is_file() and raw in path.read_bytes()]
+
+
+def secret_traces(data_dir: Path, needle: str) -> dict[str, Any]:
+    """Where `needle` survives in a stopped gateway's data dir: files (bytes) and store rows."""
+    rows = {table: n for table, n in probe(data_dir, needle).items() if n}
+    return {"files": [str(p) for p in files_holding(data_dir, needle)], "rows": rows}
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:3])

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.load import Load
+from tests.load import PROVIDER_KEY, Load
 from tests.servers import GatewayProcess, MockUpstream, create_key
-from tests.store_probe import probe
+from tests.store_probe import files_holding, probe, secret_traces
 
 # uvicorn re-raises SIGTERM after its graceful shutdown, so a clean stop exits with -15.
 CLEAN_EXIT = (0, -signal.SIGTERM)
@@ -85,6 +85,13 @@ def test_kill_9_under_load_records_every_answered_request_exactly_once(
     assert not missing, f"{len(missing)} answered requests were lost"
     assert not doubled, f"{len(doubled)} requests recorded more than once"
     assert set(ids) <= attempted  # nothing invented
+
+    # The provider key every request carried is nowhere: not in the spool, checkpoint, config,
+    # chDB files or logs (bytes), nor in any store column (queried: bodies are compressed).
+    assert secret_traces(data_dir, PROVIDER_KEY) == {"files": [], "rows": {}}
+    assert not files_holding(tmp_path, PROVIDER_KEY)  # the gateway's log sits beside the data dir
+    # Control: the same search does find what is stored, inside compressed bodies too.
+    assert secret_traces(data_dir, "load 5")["rows"]["requests"] >= 1
 
 
 def test_a_replayed_batch_adds_nothing_to_any_table(tmp_path: Path, mock_upstream: MockUpstream) -> None:

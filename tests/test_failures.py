@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from tests.servers import GatewayProcess, MockUpstream, create_key, free_port
+from tests.store_probe import files_holding, secret_traces
 
 PROVIDER_KEY = "sk-failures-provider-secret"
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "tell me a long story about failure"}]}
@@ -165,3 +166,11 @@ def test_gateway_stays_healthy_after_every_failure(gw: GatewayProcess, key: str)
     assert health.status_code == 200 and health.json() == {"status": "ok"}
     ok = httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers=headers(key, str(uuid.uuid4())))
     assert ok.status_code == 200 and ok.json()["usage"]["total_tokens"] > 0
+
+
+def test_provider_key_is_nowhere_in_the_data_dir_after_the_failures(gw: GatewayProcess, key: str) -> None:
+    # Error paths build messages from exceptions; none of them may quote the provider key.
+    gw.stop()
+    assert secret_traces(gw.data_dir, PROVIDER_KEY) == {"files": [], "rows": {}}
+    assert not files_holding(gw.data_dir.parent, PROVIDER_KEY)
+    assert secret_traces(gw.data_dir, "faulty")["rows"]["requests"] >= 5  # control: stored data is found
