@@ -56,4 +56,5 @@ if __name__ == "__main__":
     parser.add_argument("--log", default=os.devnull)
     args = parser.parse_args()
     uvicorn.run(make_app(args.upstream.rstrip("/"), args.log), host="127.0.0.1", port=args.port, loop="uvloop",
-                http="httptools", access_log=False, log_level="warning", lifespan="on")
+                http="httptools", access_log=False, log_level="warning", lifespan="on",
+                proxy_headers=False, server_header=False, date_header=False)

@@ -169,3 +169,15 @@ def test_usage_injected_for_a_stream_that_did_not_ask(
     httpx.post(replay_gateway.url + "/v1/chat/completions", content=original,
                headers={"Helicone-Auth": f"Bearer {replay_key}", "X-Fixture": name}, timeout=30)
     assert upstream.received[-1][2] == original
+
+
+def test_upstream_date_and_server_headers_are_relayed_once(
+    upstream: FixtureUpstream, replay_gateway: GatewayProcess, replay_key: str
+) -> None:
+    """The gateway relays the provider's Date/Server; the ASGI server must not add a second of each."""
+    name = "openai-chat-json-1"
+    response = httpx.post(replay_gateway.url + "/v1/chat/completions", content=upstream.recordings[name].request,
+                          headers={"Helicone-Auth": f"Bearer {replay_key}", "X-Fixture": name}, timeout=30)
+    assert response.status_code == 200
+    assert len(response.headers.get_list("date")) == 1
+    assert len(response.headers.get_list("server")) == 1 and "uvicorn" not in response.headers["server"]

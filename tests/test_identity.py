@@ -72,3 +72,14 @@ def test_omit_and_session_headers() -> None:
     assert ident.omit_request and ident.omit_response
     assert (ident.session_id, ident.session_path, ident.session_name) == ("s-1", "/a/b", "n")
     assert ident.auth == "ug_abc"
+
+
+def test_request_ids_are_distinct_version_4_uuids() -> None:
+    from usagegate.identity import RequestIds
+
+    new_id = RequestIds(batch=3)  # a small batch so the refill path runs many times
+    ids = [new_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    for value in ids:
+        parsed = uuid.UUID(value)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == value

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -31,7 +30,7 @@ from usagegate.errors import (
     UsagegateError,
     provider_error_body,
 )
-from usagegate.identity import Identity, clean_user_id, parse_helicone_headers
+from usagegate.identity import Identity, RequestIds, clean_user_id, parse_helicone_headers
 from usagegate.limits import Guard, Ticket
 from usagegate.logpipe import Spool
 from usagegate.netguard import AddressGuard, literal_or_localhost, normalise_base
@@ -75,6 +74,7 @@ class Gateway:
         self.guard = guard
         self.keyring = keyring
         self.spool = spool
+        self._new_id = RequestIds()
         self._session: aiohttp.ClientSession | None = None
         self._allowed = {normalise_base(url) for url in settings.allowed_targets}
         self._addresses = AddressGuard()
@@ -130,7 +130,7 @@ class Gateway:
         org_id: str | None = None
         try:
             ident = parse_helicone_headers(scope["headers"])
-            request_id = ident.request_id or str(uuid.uuid4())
+            request_id = ident.request_id or self._new_id()
             org_id = self.keyring.org_for(ident.auth) if ident.auth else None
             if org_id is None:
                 raise Unauthorized(
@@ -144,7 +144,7 @@ class Gateway:
                 raise StoreUnavailable("usagegate cannot write its request log; refusing to forward unrecorded traffic.")
             body = await self._read_body(receive)
         except UsagegateError as error:
-            request_id = request_id or str(uuid.uuid4())
+            request_id = request_id or self._new_id()
             self._log_refusal(scope, provider, error, request_id, org_id, ident, started)
             await self._send_error(send, provider, error, request_id)
             return

@@ -6,6 +6,8 @@ validates them (DESIGN §1); everything else is forwarded untouched by the gatew
 
 from __future__ import annotations
 
+import os
+import re
 import uuid
 from dataclasses import dataclass, field
 
@@ -14,8 +16,32 @@ from usagegate.errors import BadRequest
 MAX_USER_ID = 256
 MAX_PROPERTY_VALUE = 1024
 MAX_PROPERTY_NAME = 128
-_CONTROL = {chr(c) for c in range(32)} | {chr(127)}
+_CONTROL = re.compile("[\x00-\x1f\x7f]")  # one C-level scan instead of a generator per header
 _PROPERTY_PREFIX = "helicone-property-"
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+class RequestIds:
+    """Random (version 4) UUID strings, 256 per `os.urandom` call.
+
+    `str(uuid.uuid4())` costs a syscall per request, which py-spy put at ~10% of the proxy's loop
+    time under load; ids only need to be unique and unguessable-enough, not per-call entropy.
+    """
+
+    def __init__(self, batch: int = 256) -> None:
+        self._batch = batch
+        self._hex = ""
+        self._pos = 0
+
+    def __call__(self) -> str:
+        if self._pos >= len(self._hex):
+            self._hex = os.urandom(16 * self._batch).hex()
+            self._pos = 0
+        h = self._hex[self._pos:self._pos + 32]
+        self._pos += 32
+        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 @dataclass(slots=True)
@@ -41,7 +67,7 @@ def _text(raw: bytes, header: str) -> str:
 
 
 def _has_control(value: str) -> bool:
-    return any(ch in _CONTROL for ch in value)
+    return _CONTROL.search(value) is not None
 
 
 def clean_user_id(value: str, source: str) -> str:

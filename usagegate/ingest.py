@@ -88,18 +88,28 @@ def to_arrow(
     records: list[dict[str, Any]], pricer: Pricer, overrides: OverrideLookup, *, ingested_at_us: int | None = None
 ) -> pa.Table:
     """The batch as an Arrow table in `SCHEMA`; `ingested_at_us` (µs since the epoch) stamps every row."""
-    columns: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
     stamp = time.time_ns() // 1000 if ingested_at_us is None else ingested_at_us
-    for record in records:
-        for name in SCHEMA.names:
-            if name == "ingested_at":
-                columns[name].append(stamp)
-            elif name == "cost_usd":
-                columns[name].append(record_cost(pricer, record, _override(overrides, record)))
-            elif name == "properties":
-                columns[name].append(list(record.get("properties", {}).items()))
-            else:
-                columns[name].append(record.get(name, _DEFAULTS.get(name)))
+    # Column by column with one comprehension each, and overrides looked up once per (org, model,
+    # requested model) per batch: the cell-by-cell loop was the writer's largest cost (py-spy).
+    found: dict[tuple[str, str, str], PriceOverride | None] = {}
+
+    def override(record: dict[str, Any]) -> PriceOverride | None:
+        key = (record["org_id"], record["model"], record.get("request_model", ""))
+        if key not in found:
+            found[key] = _override(overrides, record)
+        return found[key]
+
+    columns: dict[str, list[Any]] = {}
+    for name in SCHEMA.names:
+        if name == "ingested_at":
+            columns[name] = [stamp] * len(records)
+        elif name == "cost_usd":
+            columns[name] = [record_cost(pricer, r, override(r)) for r in records]
+        elif name == "properties":
+            columns[name] = [list(r.get("properties", {}).items()) for r in records]
+        else:
+            default = _DEFAULTS.get(name)
+            columns[name] = [r.get(name, default) for r in records]
     return pa.table(columns, schema=SCHEMA)
 
 

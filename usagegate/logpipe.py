@@ -31,6 +31,7 @@ SEGMENT_BYTES = 64 * 1024 * 1024
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 # Records held in memory while the disk refuses writes (about 10 s of heavy traffic).
 MAX_BACKLOG = 50_000
+BACKLOG_BATCH = 1000  # records; a batch this big means a backlog, so the next one goes at once
 
 
 def _segment_name(number: int) -> str:
@@ -269,7 +270,9 @@ class BatchWriter:
                 moved = self.drain_once()
                 self.failing_since = None
                 backoff = self._interval
-                if not moved:
+                if moved < BACKLOG_BATCH:
+                    # Let a small batch grow: each insert has a fixed cost (a new part, a merge), and
+                    # inserting every few records took more CPU than proxying them (py-spy, bench).
                     self._stop.wait(self._interval)
             except Exception as exc:  # the store is down or refused: keep the spool, retry
                 self.last_error = str(exc)

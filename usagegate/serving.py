@@ -16,6 +16,9 @@ from usagegate.settings import Settings
 
 UVICORN_OPTIONS: dict[str, Any] = dict(
     loop="uvloop", http="httptools", access_log=False, log_level="warning", lifespan="on", timeout_graceful_shutdown=30,
+    # The proxy relays the upstream's Date/Server headers (uvicorn's own would duplicate them)
+    # and never reads the client address, so skip both per-request costs.
+    proxy_headers=False, server_header=False, date_header=False,
 )
 
 
