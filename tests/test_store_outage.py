@@ -78,6 +78,10 @@ def test_locked_embedded_store_catches_up_in_process(tmp_path: Path, mock_upstre
             _assert_store_unavailable(gateway, key)
             assert "another process" in gateway.api(key, "/api/requests").json()["error"]["message"]
             assert _spooled_bytes(data_dir) > before
+            page = httpx.get(gateway.url + "/metrics", timeout=10).text
+            assert "usagegate_store_up 0" in page
+            spool_line = next(line for line in page.splitlines() if line.startswith("usagegate_spool_bytes "))
+            assert int(spool_line.split()[1]) > 0  # the backlog shows while the store is away
             time.sleep(1.5)  # the writer and the migration retry fail a few times meanwhile
             assert locker.stdin is not None
             locker.stdin.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -72,6 +73,39 @@ def test_analytics_are_the_same_whichever_worker_answers(workers) -> None:  # ty
             assert bad.status_code == 401 and bad.json()["error"]["status"] == 401
     assert httpx.get(gateway.url + "/_worker/spent", params={"org": "x", "user": "y", "start": "2020-01-01",
                                                             "end": "2030-01-01"}).status_code == 404  # not on TCP
+
+
+def _metrics(gateway: GatewayProcess) -> dict[str, float]:
+    with httpx.Client(timeout=30) as client:  # a fresh connection: any worker may answer
+        response = client.get(gateway.url + "/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for line in response.text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def test_metrics_cover_every_worker(workers) -> None:  # type: ignore[no-untyped-def]
+    gateway, key = workers
+    for i in range(10):
+        _chat_fresh_connection(gateway, key, "metrics", i)
+    gateway.wait_for_requests(key, 10, timeout=20, user_id="metrics")
+    pages = [_metrics(gateway) for _ in range(6)]
+    for samples in pages:
+        requests = {k: v for k, v in samples.items() if k.startswith("usagegate_requests_total{")}
+        assert set(requests) == {'usagegate_requests_total{worker="0"}', 'usagegate_requests_total{worker="1"}'}
+        assert sum(requests.values()) >= 10 and min(requests.values()) > 0
+        count = sum(v for k, v in samples.items() if k.startswith("usagegate_added_latency_seconds_count"))
+        inf = sum(v for k, v in samples.items() if k.startswith("usagegate_added_latency_seconds_bucket") and 'le="+Inf"' in k)
+        assert count == inf >= 10
+        assert samples["usagegate_store_up"] == 1
+        assert samples["usagegate_records_inserted_total"] >= 10
+    deadline = time.monotonic() + 10
+    while (samples := _metrics(gateway))["usagegate_spool_bytes"] > 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert samples["usagegate_spool_bytes"] == 0 and samples["usagegate_writer_lag_seconds"] == 0
 
 
 def test_sigterm_drains_every_workers_spool(workers, mock_upstream: MockUpstream) -> None:  # type: ignore[no-untyped-def]

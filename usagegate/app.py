@@ -18,7 +18,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from usagegate import api, tokenizer
+import orjson
+
+from usagegate import api, metrics, tokenizer
 from usagegate.config_db import ConfigDB, KeyRing
 from usagegate.context import AppContext
 from usagegate.gateway import Gateway, Receive, Scope, Send, is_proxy_path
@@ -27,7 +29,8 @@ from usagegate.api.params import ch_time
 from usagegate.ingest import Ingest
 from usagegate.limits import Guard
 from usagegate.logpipe import Spool
-from usagegate.owner_link import is_internal
+from usagegate.errors import StoreUnavailable
+from usagegate.owner_link import OwnerLink, is_internal
 from usagegate.price_overrides import PriceOverrides
 from usagegate.pricing import Pricer
 from usagegate.settings import Settings
@@ -47,6 +50,7 @@ class UsagegateApp:
         self.ctx: AppContext | None = None
         self.gateway: Gateway | None = None
         self._spent: Any = None
+        self._links = OwnerLink(settings.data_dir)  # to the other workers (--workers), for /metrics
         self.api = FastAPI(title="usagegate", version="0.1.0",
                            lifespan=self._lifespan)
         api.install_error_handlers(self.api)
@@ -60,10 +64,33 @@ class UsagegateApp:
         ):
             await self.gateway(scope, receive, send)
             return
+        if scope["type"] == "http" and scope["path"] == "/metrics":
+            await self._metrics(send)
+            return
         if scope["type"] == "http" and scope["path"].startswith("/_worker/") and is_internal(scope):
-            await worker_routes.handle(scope, send, spent=self._spent, metrics=None)
+            await worker_routes.handle(scope, send, spent=self._spent, metrics=self._local_metrics)
             return
         await self.api(scope, receive, send)
+
+    async def _local_metrics(self) -> bytes:
+        return metrics.local_json(self.gateway, self.ctx.spool if self.ctx else None)
+
+    async def _metrics(self, send: Send) -> None:
+        """One page for every worker: this process's counters plus each other worker's."""
+        workers = {"0": metrics.local_snapshot(self.gateway, self.ctx.spool if self.ctx else None)}
+        for index in range(1, self.settings.workers):
+            try:
+                workers[str(index)] = orjson.loads(await self._links.get(index, "/_worker/metrics"))
+            except StoreUnavailable:
+                continue  # a worker restarting: its series reappear on the next scrape
+        writers = self.api.state.writers
+        spool_bytes, lag = await asyncio.to_thread(writers.backlog)
+        store = self.ctx.store if self.ctx else None
+        body = metrics.render(workers, spool_bytes=spool_bytes, writer_lag=lag, inserted=writers.inserted,
+                              store_up=bool(store and store.ready))
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
     async def _health(self, request: Request) -> JSONResponse:
         assert self.ctx is not None
@@ -114,6 +141,7 @@ class UsagegateApp:
             spool.close()
             if not writers.drain(timeout=60 if store.ready else 3):
                 log.error("could not drain the spool before exit; it will be replayed on next start")
+            await self._links.close()
             store.close()
             config.close()
 

@@ -33,6 +33,7 @@ from usagegate.errors import (
 from usagegate.identity import Identity, RequestIds, clean_user_id, parse_helicone_headers
 from usagegate.limits import Guard, Ticket
 from usagegate.logpipe import Spool
+from usagegate.metrics import Histogram
 from usagegate.netguard import AddressGuard, literal_or_localhost, normalise_base
 from usagegate.records import Usage
 from usagegate.settings import Settings
@@ -83,6 +84,7 @@ class Gateway:
         )
         self.requests_total = 0
         self.errors_total = 0
+        self.added_latency = Histogram()  # seconds added to the upstream's time (/metrics)
 
     async def startup(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
@@ -233,10 +235,12 @@ class Gateway:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
                    if k not in _HOP_BY_HOP and not k.startswith(b"helicone-")]
         assert self._session is not None
+        pre = time.perf_counter() - clock
         try:
             response = await self._session.request(
                 scope["method"], url, headers=headers, data=send_body, allow_redirects=False
             )
+            answered = time.perf_counter()
         except asyncio.TimeoutError:
             await self._fail(send, record, UpstreamTimeout(
                 f"The upstream did not answer within {self.settings.upstream_timeout:g} s (--upstream-timeout)."
@@ -255,14 +259,15 @@ class Gateway:
             if response.content_type == "text/event-stream":
                 if ticket is not None and ticket.remaining is not None:
                     out_headers.append((BUDGET_HEADER, _usd(ticket.remaining)))
+                self.added_latency.observe(pre + time.perf_counter() - answered)
                 await self._relay_stream(receive, send, response, out_headers, record, route, facts, strip_usage, ident, clock, ticket)
             else:
-                await self._relay_body(send, response, out_headers, record, route, facts, ident, clock, ticket)
+                await self._relay_body(send, response, out_headers, record, route, facts, ident, clock, ticket, pre)
 
     async def _relay_body(
         self, send: Send, response: aiohttp.ClientResponse, headers: list[tuple[bytes, bytes]],
         record: dict[str, Any], route: Route, facts: providers.RequestFacts, ident: Identity, clock: float,
-        ticket: Ticket | None,
+        ticket: Ticket | None, pre: float = 0.0,
     ) -> None:
         try:
             payload = await response.read()
@@ -272,6 +277,7 @@ class Gateway:
         except (aiohttp.ClientError, OSError) as exc:
             await self._fail(send, record, UpstreamError(f"The upstream broke off its answer: {exc}"), clock, ticket)
             return
+        received = time.perf_counter()
         usage = providers.usage_from_json(route.provider, route.path, payload)
         _apply_usage(record, usage)
         if response.status >= 400:
@@ -290,6 +296,7 @@ class Gateway:
             await send({"type": "http.response.body", "body": payload})
         except OSError:
             pass  # the client left after we logged; nothing more to do
+        self.added_latency.observe(pre + time.perf_counter() - received)
 
     async def _relay_stream(
         self, receive: Receive, send: Send, response: aiohttp.ClientResponse, headers: list[tuple[bytes, bytes]],

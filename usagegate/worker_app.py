@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from usagegate import worker_routes
+from usagegate import metrics, worker_routes
 from usagegate.config_db import ConfigDB, KeyRing
 from usagegate.gateway import Gateway, Receive, Scope, Send, is_proxy_path
 from usagegate.limits import Guard
@@ -34,7 +34,6 @@ class ProxyWorkerApp:
         self.gateway: Gateway | None = None
         self.spool: Spool | None = None
         self.owner = OwnerLink(settings.data_dir, me=settings.worker_index)
-        self.metrics: Any = None  # set by the metrics module when present
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -55,9 +54,7 @@ class ProxyWorkerApp:
             await self.owner.forward(scope, receive, send)
 
     async def _render_metrics(self) -> bytes:
-        if self.metrics is None:
-            return b""
-        return self.metrics.render_local()  # type: ignore[no-any-return]
+        return metrics.local_json(self.gateway, self.spool)
 
     async def _health(self, send: Send) -> None:
         assert self.spool is not None
