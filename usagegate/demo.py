@@ -41,17 +41,6 @@ class Tally:
     started: float = field(default_factory=time.monotonic)
 
 
-@dataclass
-class UserRow:
-    user_id: str
-    plan: str = ""
-    requests: int = 0
-    errors: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: Decimal = Decimal(0)
-
-
 def prepare_data_dir(path: Path) -> Path:
     """Empty `path` for a fresh demo; refuses to wipe a directory the demo did not create."""
     path = path.resolve()
@@ -119,11 +108,10 @@ async def _drive(url: str, key: str, users: list[DemoUser], burst: int, duration
             recorded = await _wait_recorded(session, url, key, since, tally.sent, stop)
         console.print(f"sent {tally.sent} requests ({tally.errors} upstream errors, on purpose); "
                       f"{recorded} recorded")
-        rows = await fetch_users(session, url, key, since)
-        console.print(users_table(rows))
+        console.print(users_table(await fetch_users(session, url, key, since), {u.user_id: u.plan for u in users}))
         console.print(instructions(url, key), markup=False, highlight=False, soft_wrap=True)
         if not stop.is_set():
-            await _trickle(session, url, key, users, rng, tally, stop, duration, console)
+            await _trickle(session, url, key, since, users, rng, tally, stop, duration, console)
 
 
 async def _send(session: aiohttp.ClientSession, url: str, key: str, call: DemoCall, tally: Tally) -> None:
@@ -157,58 +145,54 @@ async def _wait_recorded(session: aiohttp.ClientSession, url: str, key: str, sin
     deadline = time.monotonic() + timeout
     count = 0
     while time.monotonic() < deadline and not stop.is_set():
-        count = len(await _records(session, url, key, since))
+        count = (await fetch_users(session, url, key, since, limit=1)).totals["requests"]
         if count >= expected:
             break
         await asyncio.sleep(0.2)
     return count
 
 
-async def _records(session: aiohttp.ClientSession, url: str, key: str, since: datetime) -> list[dict[str, Any]]:
-    """Every record since `since`, page by page from /api/requests."""
-    params = {"limit": "1000", "from": since.isoformat(), "to": (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()}
-    rows: list[dict[str, Any]] = []
-    while True:
-        async with session.get(url + "/api/requests", params=params, headers={"Authorization": f"Bearer {key}"}) as r:
-            if r.status != 200:
-                raise UsagegateError(f"GET /api/requests answered {r.status}: {(await r.text())[:300]}")
-            page = await r.json()
-        rows.extend(page["requests"])
-        if not page.get("next_cursor"):
-            return rows
-        params["cursor"] = page["next_cursor"]
+@dataclass(frozen=True)
+class UsersPage:
+    rows: list[dict[str, Any]]  # the most expensive users first, as /api/users renders them
+    count: int  # users in the range
+    totals: dict[str, Any]  # over all of them
 
 
-async def fetch_users(session: aiohttp.ClientSession, url: str, key: str, since: datetime) -> list[UserRow]:
-    """Per-user totals, most expensive first, aggregated from the recorded requests."""
-    by_user: dict[str, UserRow] = {}
-    for rec in await _records(session, url, key, since):
-        row = by_user.setdefault(rec["user_id"], UserRow(rec["user_id"]))
-        row.plan = row.plan or (rec.get("properties") or {}).get("plan", "")
-        row.requests += 1
-        row.errors += rec["status"] >= 400
-        row.prompt_tokens += rec["prompt_tokens"]
-        row.completion_tokens += rec["completion_tokens"]
-        row.cost += Decimal(rec["cost_usd"] or 0)
-    return sorted(by_user.values(), key=lambda r: (r.cost, r.requests), reverse=True)
+async def fetch_users(session: aiohttp.ClientSession, url: str, key: str, since: datetime,
+                      *, limit: int = TABLE_ROWS) -> UsersPage:
+    """The top users by cost since `since`, with the count and totals, from GET /api/users."""
+    params = {"limit": str(limit), "sort": "cost_usd", "from": since.isoformat(),
+              "to": (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()}
+    async with session.get(url + "/api/users", params=params, headers={"Authorization": f"Bearer {key}"}) as r:
+        if r.status != 200:
+            raise UsagegateError(f"GET /api/users answered {r.status}: {(await r.text())[:300]}")
+        page = await r.json()
+    return UsersPage(page["users"], page["count"], page["totals"])
 
 
-def users_table(rows: list[UserRow], limit: int = TABLE_ROWS) -> Table:
-    shown = rows[:limit]
-    title = f"Users by cost (top {len(shown)} of {len(rows)})" if len(rows) > limit else f"Users by cost ({len(rows)})"
+def users_table(page: UsersPage, plans: dict[str, str]) -> Table:
+    title = (f"Users by cost (top {len(page.rows)} of {page.count})" if page.count > len(page.rows)
+             else f"Users by cost ({page.count})")
     table = Table(title=title, box=box.SIMPLE_HEAD)
     table.add_column("user", no_wrap=True)
     table.add_column("plan", no_wrap=True)
     for name in ("requests", "errors", "tokens", "cost (USD)"):
         table.add_column(name, justify="right", no_wrap=True)
-    for row in shown:
-        table.add_row(row.user_id, row.plan, str(row.requests), str(row.errors),
-                      f"{row.prompt_tokens + row.completion_tokens:,}", f"{row.cost:.6f}")
+    for row in page.rows:
+        errors = round(row["error_rate"] * row["requests"])
+        plan = (row.get("properties") or {}).get("plan") or plans.get(row["user_id"], "")
+        table.add_row(row["user_id"], plan, f"{row['requests']:,}", f"{errors:,}",
+                      f"{row['total_tokens']:,}", _usd(row["cost_usd"]))
+    totals = page.totals
     table.add_section()
-    table.add_row("all users", "", str(sum(r.requests for r in rows)), str(sum(r.errors for r in rows)),
-                  f"{sum(r.prompt_tokens + r.completion_tokens for r in rows):,}",
-                  f"{sum((r.cost for r in rows), Decimal(0)):.6f}", style="bold")
+    table.add_row("all users", "", f"{totals['requests']:,}", f"{round(totals['error_rate'] * totals['requests']):,}",
+                  f"{totals['total_tokens']:,}", _usd(totals["cost_usd"]), style="bold")
     return table
+
+
+def _usd(value: str | None) -> str:
+    return "—" if value is None else f"{Decimal(value):.6f}"
 
 
 def instructions(url: str, key: str) -> str:
@@ -241,8 +225,9 @@ for real traffic run `usagegate keys create --org NAME` and `usagegate serve`, s
 '''
 
 
-async def _trickle(session: aiohttp.ClientSession, url: str, key: str, users: list[DemoUser], rng: random.Random,
-                   tally: Tally, stop: asyncio.Event, duration: float | None, console: Console) -> None:
+async def _trickle(session: aiohttp.ClientSession, url: str, key: str, since: datetime, users: list[DemoUser],
+                   rng: random.Random, tally: Tally, stop: asyncio.Event, duration: float | None,
+                   console: Console) -> None:
     """A few live requests a second until stopped; one status line every 10 s."""
     console.print(f"[bold]live traffic running[/] (a few requests a second) — "
                   f"{'Ctrl-C to stop' if duration is None else f'stopping after {duration:g} s'}")
@@ -259,5 +244,7 @@ async def _trickle(session: aiohttp.ClientSession, url: str, key: str, users: li
             pass
         if time.monotonic() >= next_status:
             next_status += 10
-            console.print(f"{datetime.now():%H:%M:%S}  {tally.sent} requests sent so far ({tally.errors} errors)")
+            page = await fetch_users(session, url, key, since, limit=1)
+            console.print(f"{datetime.now():%H:%M:%S}  {page.totals['requests']:,} requests recorded for "
+                          f"{page.count} users, {_usd(page.totals['cost_usd'])} USD in all")
     console.print(f"{tally.sent} requests sent in all ({tally.errors} errors)")
