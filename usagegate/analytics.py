@@ -522,3 +522,43 @@ async def all_users(store: Store, scope: Scope, columns: Sequence[str]) -> list[
     return await store.query(
         f"SELECT {', '.join(columns)} FROM ({users_sql(scope, sql)}) ORDER BY user_id", sql.params
     )
+# -- dashboard: recent requests, cost per user ------------------------------------------------
+
+RECENT_COLUMNS = (
+    "toString(request_id) AS _rid, toString(created_at) AS _at, user_id, provider, model, path, status, "
+    "rate_limited, stream, prompt_tokens, completion_tokens, prompt_tokens + completion_tokens AS total_tokens, "
+    "toString(cost_usd) AS _cost, latency_ms, ttft_ms, properties, error, "
+    "length(request_body) > 0 OR length(response_body) > 0 AS has_body"
+)
+# Text forms get other names: an alias equal to a column would also change what WHERE sees.
+_RECENT_RENAMES = {"_rid": "request_id", "_at": "created_at", "_cost": "cost_usd"}
+
+
+async def recent_requests(store: Store, scope: Scope, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest `limit` requests of `scope` (one user when `scope.user_id` is set), without
+    bodies; `has_body` says whether bodies are stored. `cost_usd` is a decimal string or None."""
+    sql = Sql()
+    where = [f"org_id = {sql.add(scope.org, 'String')}",
+             f"created_at >= {sql.add(ch_time(scope.start), 'DateTime64(3)')}",
+             f"created_at < {sql.add(ch_time(scope.end), 'DateTime64(3)')}"]
+    if scope.user_id is not None:
+        where.append(f"user_id = {sql.add(scope.user_id, 'String')}")
+    if scope.model is not None:
+        where.append(f"model = {sql.add(scope.model, 'String')}")
+    for name, value in scope.properties:
+        where.append(f"properties[{sql.add(name, 'String')}] = {sql.add(value, 'String')}")
+    rows = await store.query(
+        f"SELECT {RECENT_COLUMNS} FROM requests WHERE {' AND '.join(where)} "
+        f"ORDER BY created_at DESC, request_id DESC LIMIT {int(limit)}",
+        sql.params,
+    )
+    return [{_RECENT_RENAMES.get(k, k): v for k, v in row.items()} for row in rows]
+
+
+async def user_costs(store: Store, scope: Scope) -> list[Decimal]:
+    """Each matching user's cost over the scope (no order), for the cost-per-user distribution."""
+    sql = Sql()
+    rows = await store.query(
+        f"SELECT toString(sum(cost)) AS c FROM ({facts(scope, sql)}) GROUP BY user_id", sql.params
+    )
+    return [Decimal(row["c"]) for row in rows]
