@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 
 import orjson
 
-from usagegate import api, metrics, tokenizer
+from usagegate import api, metrics, tokenizer, web
 from usagegate.config_db import ConfigDB, KeyRing
 from usagegate.context import AppContext
 from usagegate.gateway import Gateway, Receive, Scope, Send, is_proxy_path
@@ -57,6 +57,7 @@ class UsagegateApp:
         for router in api.ROUTERS:
             self.api.include_router(router)
         self.api.add_api_route("/health", self._health, methods=["GET"], include_in_schema=True)
+        web.install(self.api)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.gateway is not None and (

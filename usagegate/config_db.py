@@ -71,6 +71,15 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "0005_web_sessions",
+        """
+        CREATE TABLE web_sessions (
+            token_hash TEXT PRIMARY KEY, org_id TEXT NOT NULL, key_hash TEXT NOT NULL, csrf TEXT NOT NULL,
+            created_at REAL NOT NULL, expires_at REAL NOT NULL
+        );
+        """,
+    ),
 )
 
 KEY_PREFIX = "ug_"
