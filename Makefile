@@ -33,7 +33,7 @@ test: install chromium redis
 	$(BIN)/python -m pytest -q
 
 bench: install wrk
-	$(BIN)/usagegate bench
+	$(BIN)/usagegate bench --workers 1,2 --scale
 
 clean:
 	rm -rf $(VENV) .usagegate .pytest_cache

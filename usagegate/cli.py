@@ -134,17 +134,32 @@ def demo(
 def bench(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
     quick: bool = typer.Option(False, "--quick", help="A few seconds per phase instead of the full run (for tests)."),
+    scale: bool = typer.Option(False, "--scale", help="Also time the analytics API over 1M and 10M stored requests (~10 min)."),
+    workers: str = typer.Option("", "--workers", help="Also measure throughput at these worker counts, e.g. 1,2."),
 ) -> None:
     """Measure added latency, throughput vs a minimal pass-through, streaming TTFB and ingest rate (needs wrk)."""
     import json
 
+    from usagegate import bench_scale
     from usagegate.bench import render, run_bench
 
+    try:
+        counts = tuple(int(n) for n in workers.split(",") if n.strip())
+    except ValueError:
+        raise UsagegateError(f"--workers {workers!r}: give worker counts like 1,2.") from None
     result = run_bench(quick=quick, console=err_console)
+    extra: dict[str, object] = {}
+    if counts:
+        extra.update(bench_scale.throughput_by_workers(err_console, counts, seconds=1 if quick else 5))
+    if scale:
+        sizes = (100_000, 1_000_000) if quick else (1_000_000, 10_000_000)
+        extra.update(bench_scale.run_scale(err_console, sizes=sizes))
     if json_out:
-        print(json.dumps(result))
+        print(json.dumps({**result, **extra}))
     else:
         render(result, console)
+        if extra:
+            bench_scale.render(extra, console)
 
 
 @keys_app.command("create")
