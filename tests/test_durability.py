@@ -22,20 +22,31 @@ CLEAN_EXIT = (0, -signal.SIGTERM)
 ALL_TIME = {"from": "2000-01-01", "to": "2100-01-01"}
 
 
-def recorded_ids(gateway: GatewayProcess, key: str) -> list[str]:
-    """Every request id the API lists for the key's org (cursor pagination, 1000 a page)."""
-    ids: list[str] = []
+def recorded_rows(gateway: GatewayProcess, key: str) -> list[dict]:
+    """Every request the API lists for the key's org (cursor pagination, 1000 a page)."""
+    rows: list[dict] = []
     cursor = None
     for _ in range(100):
         params = {"limit": 1000, **ALL_TIME, **({"cursor": cursor} if cursor else {})}
         response = gateway.api(key, "/api/requests", **params)
         assert response.status_code == 200, response.text
         page = response.json()
-        ids.extend(row["request_id"] for row in page["requests"])
+        rows.extend(page["requests"])
         cursor = page["next_cursor"]
         if cursor is None:
-            return ids
+            return rows
     raise AssertionError("pagination did not end")
+
+
+def recorded_ids(gateway: GatewayProcess, key: str) -> list[str]:
+    return [row["request_id"] for row in recorded_rows(gateway, key)]
+
+
+def requests_per_user_from_rollups(gateway: GatewayProcess, key: str) -> dict[str, int]:
+    """/api/users reads the per-user rollups (whole-day range: no raw-table edges)."""
+    response = gateway.api(key, "/api/users", limit=1000, **ALL_TIME)
+    assert response.status_code == 200, response.text
+    return {user["user_id"]: user["requests"] for user in response.json()["users"]}
 
 
 def wait_recorded(gateway: GatewayProcess, key: str, wanted: set[str], timeout: float = 20.0) -> list[str]:
@@ -75,6 +86,8 @@ def test_kill_9_under_load_records_every_answered_request_exactly_once(
             killed_with_pending += checkpoint(data_dir)["pending"] is not None
             gateway.start()  # same data dir: replays the spool past the checkpoint
         ids = wait_recorded(gateway, key, answered)
+        per_user_raw = Counter(row["user_id"] for row in recorded_rows(gateway, key))
+        per_user_rollup = requests_per_user_from_rollups(gateway, key)
     finally:
         gateway.stop()
     counts = Counter(ids)
@@ -85,6 +98,7 @@ def test_kill_9_under_load_records_every_answered_request_exactly_once(
     assert not missing, f"{len(missing)} answered requests were lost"
     assert not doubled, f"{len(doubled)} requests recorded more than once"
     assert set(ids) <= attempted  # nothing invented
+    assert per_user_rollup == dict(per_user_raw)  # the rollups too: exactly once
 
     # The provider key every request carried is nowhere: not in the spool, checkpoint, config,
     # chDB files or logs (bytes), nor in any store column (queried: bodies are compressed).
@@ -137,7 +151,9 @@ def test_a_replayed_batch_adds_nothing_to_any_table(tmp_path: Path, mock_upstrea
     (data_dir / "spool" / "spool_id").write_text("another-spool")
     gateway.start()
     assert gateway.stop() in CLEAN_EXIT
-    assert probe(data_dir)["requests"]["rows"] == 60 + batch_lines
+    doubled = probe(data_dir)
+    assert doubled["requests"]["rows"] == 60 + batch_lines
+    assert all(doubled[t]["fingerprint"] != before[t]["fingerprint"] for t in before), "a table missed the replay"
 
 
 def test_sigterm_drains_the_spool_before_exit(tmp_path: Path, mock_upstream: MockUpstream) -> None:
