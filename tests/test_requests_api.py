@@ -124,6 +124,7 @@ def test_pages_hold_still_while_traffic_flows(gateway: GatewayProcess, sort: str
     load = Load(gateway.url, key, threads=2, max_requests=1500).start()
     try:
         load.wait_answered(60)
+        gateway.wait_for_requests(key, 50, timeout=30, **ALL_TIME)  # enough rows for several pages
         before = {r["request_id"] for r in listing(gateway, key)[0]}
         rows: list[dict[str, Any]] = []
         first = gateway.api(key, "/api/requests", limit=7, sort=sort, order=order, **ALL_TIME).json()
@@ -143,6 +144,7 @@ def test_pages_hold_still_while_traffic_flows(gateway: GatewayProcess, sort: str
     assert before <= set(ids), "a row recorded before the first page was skipped"
     assert set(ids) <= after_first, "rows recorded after the first page joined the listing"
     assert len(at_end) > len(after_first) + 20, "traffic did not flow while paging; the test proved nothing"
+    assert len(ids) >= 50
     print(f"\n{sort} {order}: {len(ids)} rows in {-(-len(ids) // 7)} pages while {len(at_end) - len(after_first)} arrived")
 
 
