@@ -65,6 +65,7 @@ def main(data_dir: str, needle: str | None = None) -> None:
         out[table["name"]] = {
             "engine": table["engine"],
             "dedup_window": "non_replicated_deduplication_window" in table["create_table_query"],
+            "fsync_parts": "fsync_after_insert = 1" in table["create_table_query"],
             "rows": count,
             "fingerprint": digest,
         }

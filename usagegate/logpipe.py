@@ -75,7 +75,9 @@ class Spool:
         self._fsyncer.start()
 
     def _open(self, number: int) -> int:
-        return os.open(self.directory / _segment_name(number), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(self.directory / _segment_name(number), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        _fsync_dir(self.directory)  # the new file's name must survive a power cut too
+        return fd
 
     @property
     def backlog(self) -> int:
@@ -218,6 +220,17 @@ class Checkpoint:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        # Without this a power cut can undo the rename: a lost pending intent would let the next
+        # range be cut differently, under a new token, and double an insert that did land.
+        _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _spool_id(directory: Path) -> str:
@@ -236,6 +249,7 @@ def _spool_id(directory: Path) -> str:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+    _fsync_dir(directory)
     return value
 
 

@@ -57,6 +57,13 @@ INGESTED_AT_DDL = (
 )
 
 
+def fsync_parts(table: str) -> str:
+    """The writer advances its checkpoint once an insert returns, so the part must be on disk by
+    then: ClickHouse does not fsync new parts by default, and a power cut would lose batches the
+    checkpoint already counts as stored (~3 ms an insert here). Every table an insert reaches."""
+    return f"ALTER TABLE {table} MODIFY SETTING fsync_after_insert = 1, fsync_part_directory = 1"
+
+
 def body_ttl_statements(days: int) -> list[str]:
     """Bodies expire after `days`; usage and metadata stay. Re-applied on every start."""
     return [
@@ -156,4 +163,5 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0001_requests", [REQUESTS_DDL]),
     ("0003_requests_ingested_at", [INGESTED_AT_DDL]),
     ("0004_user_rollups", rollup_steps("user_hourly", "toStartOfHour") + rollup_steps("user_daily", "toStartOfDay")),
+    ("0005_fsync_parts", [fsync_parts(t) for t in ("requests", "user_hourly", "user_daily")]),
 ]
