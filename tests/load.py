@@ -45,7 +45,7 @@ def send_one(client: httpx.Client, url: str, key: str, n: int, result: LoadResul
                 result.answered.add(rid)
             return
     except httpx.HTTPError:
-        pass
+        time.sleep(0.05)  # the gateway is down (killed, restarting): do not spin the shared CPUs
     with result.lock:
         result.failed += 1
 
