@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -43,15 +44,17 @@ TARGETS = {"overhead_p50_ms": 0.5, "overhead_p99_ms": 1.0, "throughput_vs_minima
 
 @dataclass(frozen=True)
 class Plan:
+    rounds: int  # each round measures every target back to back; figures are medians over rounds
     latency_s: float
     throughput_s: float
     warmup_s: float
-    ttfb_count: int
+    ttfb_count: int  # per target per round
     ingest_records: int
 
 
-FULL = Plan(latency_s=5, throughput_s=5, warmup_s=1, ttfb_count=1000, ingest_records=50_000)
-QUICK = Plan(latency_s=1, throughput_s=1, warmup_s=1, ttfb_count=100, ingest_records=5_000)
+FULL = Plan(rounds=5, latency_s=2, throughput_s=2, warmup_s=1, ttfb_count=300, ingest_records=50_000)
+QUICK = Plan(rounds=1, latency_s=1, throughput_s=1, warmup_s=1, ttfb_count=100, ingest_records=5_000)
+TARGET_NAMES = ("mock", "minimal", "gateway")
 
 
 def _body(stream: bool) -> bytes:
@@ -117,30 +120,40 @@ def run_bench(*, quick: bool = False, console: Console | None = None) -> dict[st
         _check_answers(urls, headers)
 
         pids = {"minimal": minimal.pid, "gateway": gateway.pid}
-        cpu_us: dict[str, float] = {}
+        cpu_us: dict[str, list[float]] = {}
 
-        def load(name: str, connections: int, seconds: float) -> LoadResult:
+        def load(name: str, connections: int, seconds: float, warm: bool) -> LoadResult:
             runner = wrk_free if name == "mock" else wrk_side
-            runner.run(urls[name] + CHAT_PATH, connections=connections, seconds=plan.warmup_s)
+            if warm:
+                runner.run(urls[name] + CHAT_PATH, connections=connections, seconds=plan.warmup_s)
             before = _cpu_seconds(pids.get(name)), _cpu_seconds(pids.get(name), main_thread=True)
             result = runner.run(urls[name] + CHAT_PATH, connections=connections, seconds=seconds)
-            if name in pids and result.requests:
+            if name in pids and result.requests and connections > 1:
                 # CPU per request moves much less with other load on the machine than req/s does.
-                cpu_us[name] = (_cpu_seconds(pids[name]) - before[0]) / result.requests * 1e6
-                cpu_us[name + "_loop"] = (_cpu_seconds(pids[name], main_thread=True) - before[1]) / result.requests * 1e6
+                cpu_us.setdefault(name, []).append((_cpu_seconds(pids[name]) - before[0]) / result.requests * 1e6)
+                cpu_us.setdefault(name + "_loop", []).append(
+                    (_cpu_seconds(pids[name], main_thread=True) - before[1]) / result.requests * 1e6)
             if result.errors:
                 raise UsagegateError(f"{result.errors} failed requests through {name}; see {work}")
             return result
 
-        with console.status("latency at 1 connection…"):
-            lat = {name: load(name, 1, plan.latency_s) for name in ("mock", "minimal", "gateway")}
-        with console.status("throughput at 32 connections…"):
-            tput = {name: load(name, 32, plan.throughput_s) for name in ("mock", "minimal", "gateway")}
-        with console.status("streaming time to first byte…"):
-            if side_cpu is not None:
-                os.sched_setaffinity(0, {side_cpu})
-            ttfb = {name: ttfb_ms(urls[name] + CHAT_PATH, _body(True), headers, count=plan.ttfb_count)
-                    for name in ("mock", "gateway")}
+        if side_cpu is not None:
+            os.sched_setaffinity(0, {side_cpu})  # the streaming probe runs in this process
+        # Rounds interleave the targets so a burst of other work on the machine hits one round of
+        # each, not all of one target; differences and ratios are paired within a round.
+        lat: dict[str, list[LoadResult]] = {name: [] for name in TARGET_NAMES}
+        tput: dict[str, list[LoadResult]] = {name: [] for name in TARGET_NAMES}
+        ttfb: dict[str, list[tuple[float, float]]] = {"mock": [], "gateway": []}
+        for n in range(plan.rounds):
+            with console.status(f"round {n + 1}/{plan.rounds}: latency at 1 connection…"):
+                for name in TARGET_NAMES:
+                    lat[name].append(load(name, 1, plan.latency_s, warm=n == 0))
+            with console.status(f"round {n + 1}/{plan.rounds}: throughput at 32 connections…"):
+                for name in TARGET_NAMES:
+                    tput[name].append(load(name, 32, plan.throughput_s, warm=n == 0))
+            with console.status(f"round {n + 1}/{plan.rounds}: streaming time to first byte…"):
+                for name in ("mock", "gateway"):
+                    ttfb[name].append(ttfb_ms(urls[name] + CHAT_PATH, _body(True), headers, count=plan.ttfb_count))
         sample = _sample_record(data / "spool")
         gateway.stop()
         children.remove(gateway)
@@ -152,33 +165,46 @@ def run_bench(*, quick: bool = False, console: Console | None = None) -> dict[st
         wrk_side.close()
         wrk_free.close()
         shutil.rmtree(work, ignore_errors=True)
+    def med(values: list[float]) -> float:
+        return round(statistics.median(values), 3)
+
+    def paired(a: list[float], b: list[float]) -> float:
+        return med([x - y for x, y in zip(a, b)])
+
+    p50 = {name: [r.p50_ms for r in runs] for name, runs in lat.items()}
+    p99 = {name: [r.p99_ms for r in runs] for name, runs in lat.items()}
+    rps = {name: [r.rps for r in runs] for name, runs in tput.items()}
     return {
         "quick": quick,
+        "rounds": plan.rounds,
         "cpus": {"proxy": proxy_cpu, "mock_and_load": side_cpu},
-        "direct_p50_ms": round(lat["mock"].p50_ms, 3),
-        "direct_p99_ms": round(lat["mock"].p99_ms, 3),
-        "minimal_p50_ms": round(lat["minimal"].p50_ms, 3),
-        "minimal_p99_ms": round(lat["minimal"].p99_ms, 3),
-        "gateway_p50_ms": round(lat["gateway"].p50_ms, 3),
-        "gateway_p99_ms": round(lat["gateway"].p99_ms, 3),
-        "minimal_overhead_p50_ms": round(lat["minimal"].p50_ms - lat["mock"].p50_ms, 3),
-        "minimal_overhead_p99_ms": round(lat["minimal"].p99_ms - lat["mock"].p99_ms, 3),
-        "overhead_p50_ms": round(lat["gateway"].p50_ms - lat["mock"].p50_ms, 3),
-        "overhead_p99_ms": round(lat["gateway"].p99_ms - lat["mock"].p99_ms, 3),
-        "direct_rps": round(tput["mock"].rps),
-        "minimal_rps": round(tput["minimal"].rps),
-        "gateway_rps": round(tput["gateway"].rps),
-        "throughput_vs_minimal": round(tput["gateway"].rps / tput["minimal"].rps, 3),
-        "throughput_ratio": round(tput["gateway"].rps / tput["mock"].rps, 3),
-        "minimal_vs_direct": round(tput["minimal"].rps / tput["mock"].rps, 3),
-        "minimal_cpu_us_per_request": round(cpu_us.get("minimal", 0.0)),
-        "gateway_cpu_us_per_request": round(cpu_us.get("gateway", 0.0)),
-        "minimal_loop_cpu_us_per_request": round(cpu_us.get("minimal_loop", 0.0)),
-        "gateway_loop_cpu_us_per_request": round(cpu_us.get("gateway_loop", 0.0)),
-        "direct_ttfb_p50_ms": round(ttfb["mock"][0], 3),
-        "gateway_ttfb_p50_ms": round(ttfb["gateway"][0], 3),
-        "streaming_ttfb_added_ms": round(ttfb["gateway"][0] - ttfb["mock"][0], 3),
-        "streaming_ttfb_added_p99_ms": round(ttfb["gateway"][1] - ttfb["mock"][1], 3),
+        "direct_p50_ms": med(p50["mock"]),
+        "direct_p99_ms": med(p99["mock"]),
+        "minimal_p50_ms": med(p50["minimal"]),
+        "minimal_p99_ms": med(p99["minimal"]),
+        "gateway_p50_ms": med(p50["gateway"]),
+        "gateway_p99_ms": med(p99["gateway"]),
+        "minimal_overhead_p50_ms": paired(p50["minimal"], p50["mock"]),
+        "minimal_overhead_p99_ms": paired(p99["minimal"], p99["mock"]),
+        "overhead_p50_ms": paired(p50["gateway"], p50["mock"]),
+        "overhead_p99_ms": paired(p99["gateway"], p99["mock"]),
+        "overhead_p50_ms_rounds": [round(g - d, 3) for g, d in zip(p50["gateway"], p50["mock"])],
+        "overhead_p99_ms_rounds": [round(g - d, 3) for g, d in zip(p99["gateway"], p99["mock"])],
+        "direct_rps": round(statistics.median(rps["mock"])),
+        "minimal_rps": round(statistics.median(rps["minimal"])),
+        "gateway_rps": round(statistics.median(rps["gateway"])),
+        "throughput_vs_minimal": med([g / m for g, m in zip(rps["gateway"], rps["minimal"])]),
+        "throughput_vs_minimal_rounds": [round(g / m, 3) for g, m in zip(rps["gateway"], rps["minimal"])],
+        "throughput_ratio": med([g / d for g, d in zip(rps["gateway"], rps["mock"])]),
+        "minimal_vs_direct": med([m / d for m, d in zip(rps["minimal"], rps["mock"])]),
+        "minimal_cpu_us_per_request": round(statistics.median(cpu_us.get("minimal", [0.0]))),
+        "gateway_cpu_us_per_request": round(statistics.median(cpu_us.get("gateway", [0.0]))),
+        "minimal_loop_cpu_us_per_request": round(statistics.median(cpu_us.get("minimal_loop", [0.0]))),
+        "gateway_loop_cpu_us_per_request": round(statistics.median(cpu_us.get("gateway_loop", [0.0]))),
+        "direct_ttfb_p50_ms": med([t[0] for t in ttfb["mock"]]),
+        "gateway_ttfb_p50_ms": med([t[0] for t in ttfb["gateway"]]),
+        "streaming_ttfb_added_ms": paired([t[0] for t in ttfb["gateway"]], [t[0] for t in ttfb["mock"]]),
+        "streaming_ttfb_added_p99_ms": paired([t[1] for t in ttfb["gateway"]], [t[1] for t in ttfb["mock"]]),
         "ingest_records": plan.ingest_records,
         "ingest_records_per_s": round(ingest),
     }
@@ -252,7 +278,8 @@ def render(result: dict[str, Any], console: Console) -> None:
         return "[green]✓[/]" if good else "[red]✗[/]"
 
     r = result
-    table = Table(title="usagegate bench" + (" (quick)" if r["quick"] else ""), title_justify="left")
+    title = "usagegate bench" + (" (quick)" if r["quick"] else f" (medians of {r['rounds']} interleaved rounds)")
+    table = Table(title=title, title_justify="left")
     for column in ("", "direct", "minimal proxy", "gateway", "target"):
         table.add_column(column, justify="left" if not column else "right")
     table.add_row("p50 latency, 1 conn (ms)", f"{r['direct_p50_ms']:.3f}", f"{r['minimal_p50_ms']:.3f}", f"{r['gateway_p50_ms']:.3f}", "")

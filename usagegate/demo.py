@@ -221,7 +221,8 @@ for real traffic run `usagegate keys create --org NAME` and `usagegate serve`, s
         default_headers={{"Helicone-Auth": "Bearer {key}", "Helicone-User-Id": "alice@example.com"}},
     )
 
-    curl -H "Authorization: Bearer {key}" "{url}/api/requests?limit=5"
+    curl -H "Authorization: Bearer {key}" "{url}/api/users?limit=5"
+    usagegate users --url {url} --key {key}
 '''
 
 
