@@ -12,6 +12,7 @@ Durability contract (DESIGN §3, docs/reliability.md):
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import threading
@@ -36,6 +37,21 @@ BACKLOG_BATCH = 1000  # records; a batch this big means a backlog, so the next o
 
 def _segment_name(number: int) -> str:
     return f"{number:010d}.log"
+
+
+def segment_is_live(path: Path) -> bool:
+    """True while some process's Spool holds the segment open for appending."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock we may have taken
+    return False
 
 
 def _segments(directory: Path) -> list[int]:
@@ -77,6 +93,9 @@ class Spool:
     def _open(self, number: int) -> int:
         fd = os.open(self.directory / _segment_name(number), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         _fsync_dir(self.directory)  # the new file's name must survive a power cut too
+        # Marks the segment live: the writer never retires or skips past a locked segment, and
+        # the kernel drops the lock when this process dies (kill -9 included).
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return fd
 
     @property
@@ -337,9 +356,12 @@ class BatchWriter:
             if end > 0:
                 return (number, start, start + end)
             if number != segments[-1]:
+                if segment_is_live(path):
+                    # A running spool still appends here; a newer segment (history written by
+                    # hand, another process) must wait, or this one's next records would be skipped.
+                    return None
                 # Fully consumed older segment (any torn tail was never acknowledged): drop it.
-                if number < segments[-1]:
-                    self._retire(number)
+                self._retire(number)
                 continue
             return None
         return None
