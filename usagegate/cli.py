@@ -124,7 +124,8 @@ def demo(
     duration: Optional[float] = typer.Option(None, help="Stop after this many seconds of live traffic (default: until Ctrl-C)."),
     data_dir: Optional[Path] = typer.Option(None, help="Fresh data dir for the demo, wiped at start (default ./.usagegate-demo)."),
 ) -> None:
-    """Start a mock upstream + the gateway, send traffic from ~40 users, print the users table and the key."""
+    """Start a mock upstream + the gateway, send traffic from ~40 users, print the users table, the key and
+    the dashboard URL; backfill 30 days of history for ~200 users while live traffic runs."""
     from usagegate.demo import run_demo
 
     run_demo(port=port, duration=duration, data_dir=data_dir, console=console)

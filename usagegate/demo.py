@@ -3,12 +3,14 @@
 Map: `run_demo` prepares the data dir and a key, starts both servers as child processes, sends a
 burst of realistic traffic (`demo_traffic`) through the real proxy, waits until it is recorded,
 prints the users table (read back from the gateway's API) and how to point an SDK at the gateway,
-then keeps a trickle of live traffic until Ctrl-C / SIGTERM or `duration` seconds.
+then keeps a trickle of live traffic until Ctrl-C / SIGTERM or `duration` seconds, while 30 days of
+history for ~200 users are backfilled in the background for the dashboard.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import shutil
 import signal
@@ -20,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httpx
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from usagegate import backfill
 from usagegate.children import Child, free_port, port_in_use, python_module
 from usagegate.config_db import ConfigDB
 from usagegate.demo_traffic import DemoCall, DemoUser, cast, next_call, pick_user
@@ -32,6 +36,10 @@ from usagegate.errors import UsagegateError
 DEFAULT_DATA_DIR = Path(".usagegate-demo")
 MARKER = ".usagegate-demo"  # only a directory carrying this file is ever wiped
 TABLE_ROWS = 20
+HISTORY_DAYS = 30
+HISTORY_USERS = 200
+# Monthly plan prices for the demo org, so the profitability view has revenue to compare.
+DEMO_PLAN_PRICES = {"free": "0", "pro": "20", "enterprise": "400"}
 
 
 @dataclass
@@ -97,7 +105,9 @@ async def _drive(url: str, key: str, users: list[DemoUser], burst: int, duration
     since = datetime.now(timezone.utc) - timedelta(minutes=1)
     rng = random.Random(42)
     tally = Tally()
-    connector = aiohttp.TCPConnector(limit=32)
+    # Idle connections are dropped before uvicorn's 5 s keep-alive ends them, so a request never
+    # races the server closing the connection it was sent on.
+    connector = aiohttp.TCPConnector(limit=32, keepalive_timeout=2)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
         # Every user appears at least twice, then the weighted mix (a few heavy users, a long tail).
         plan = [u for u in users for _ in range(2)]
@@ -110,8 +120,39 @@ async def _drive(url: str, key: str, users: list[DemoUser], burst: int, duration
                       f"{recorded} recorded")
         console.print(users_table(await fetch_users(session, url, key, since), {u.user_id: u.plan for u in users}))
         console.print(instructions(url, key), markup=False, highlight=False, soft_wrap=True)
+        console.print(f"[bold]Dashboard:[/] {url}/users?range=30d  (sign in with the key above)", soft_wrap=True)
         if not stop.is_set():
-            await _trickle(session, url, key, since, users, rng, tally, stop, duration, console)
+            trickle_done = asyncio.Event()
+            history = asyncio.create_task(_backfill(session, url, key, since, trickle_done, console))
+            try:
+                await _trickle(session, url, key, since, users, rng, tally, stop, duration, console)
+            finally:
+                trickle_done.set()
+                await history
+
+
+async def _backfill(session: aiohttp.ClientSession, url: str, key: str, until: datetime, stop: asyncio.Event,
+                    console: Console, days: int = HISTORY_DAYS, users: int = HISTORY_USERS) -> None:
+    """Plan prices, then `days` of synthetic history (backfill.py) through the gateway's log pipeline
+    (POST /api/import), in chunks so that stopping the demo is never held up for long. History ends at
+    `until`, where the live traffic (and the live users table) begins."""
+    async with session.put(url + "/api/plans", json={"property": "plan", "monthly_revenue_usd": DEMO_PLAN_PRICES},
+                           headers={"Authorization": f"Bearer {key}"}) as response:
+        if response.status != 200:
+            console.print(f"could not set demo plan prices: {response.status} {(await response.text())[:200]}")
+    records = backfill.synthetic_history(days=days, users=users, now=until)
+    sent = 0
+    while not stop.is_set():
+        chunk = list(itertools.islice(records, 2000))  # small posts keep the gateway responsive
+        if not chunk:
+            console.print(f"backfilled {sent} requests: {days} days of history for {users} users "
+                          f"(free/pro/enterprise, one abusive user) — open the dashboard")
+            return
+        try:
+            sent += await asyncio.to_thread(backfill.send, url, key, chunk)
+        except httpx.HTTPError as exc:
+            console.print(f"history backfill stopped: {exc}")
+            return
 
 
 async def _send(session: aiohttp.ClientSession, url: str, key: str, call: DemoCall, tally: Tally) -> None:
@@ -119,14 +160,21 @@ async def _send(session: aiohttp.ClientSession, url: str, key: str, call: DemoCa
     if call.path.startswith("/anthropic/"):
         headers["x-api-key"] = "sk-ant-demo"
         headers["anthropic-version"] = "2023-06-01"
-    try:
-        async with session.post(url + call.path, json=call.body, headers=headers) as response:
-            await response.read()  # the whole stream, like a real client
-            tally.sent += 1
-            if response.status >= 400:
-                tally.errors += 1
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        raise UsagegateError(f"The demo gateway stopped answering: {exc}") from exc
+    for attempt in (1, 2):
+        try:
+            async with session.post(url + call.path, json=call.body, headers=headers) as response:
+                await response.read()  # the whole stream, like a real client
+                tally.sent += 1
+                if response.status >= 400:
+                    tally.errors += 1
+            return
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            # A pooled keep-alive connection the server was closing (likelier while the history
+            # backfill keeps the gateway busy): retry once on a fresh connection, as SDKs do.
+            if attempt == 2:
+                raise UsagegateError(f"The demo gateway stopped answering: {exc}") from exc
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise UsagegateError(f"The demo gateway stopped answering: {exc}") from exc
 
 
 async def _send_all(session: aiohttp.ClientSession, url: str, key: str, calls: list[DemoCall], tally: Tally,
