@@ -117,3 +117,11 @@ def test_anomaly_rule_sends_one_signed_webhook_for_the_abuser(history_gateway: t
         assert [json.loads(r.body)["user_id"] for r in receiver.received] == [ABUSER]
     finally:
         receiver.close()
+
+
+@pytest.mark.parametrize("params", [{"to": ""}, {"from": ""}, {"from": "", "to": ""}], ids=["empty-to", "empty-from", "both-empty"])
+def test_empty_range_parameters_mean_today(params: dict[str, str]) -> None:
+    from usagegate.anomalies import today
+    from usagegate.api.anomalies import window
+
+    assert window(params.get("from"), params.get("to")) == today()

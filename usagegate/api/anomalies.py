@@ -19,12 +19,14 @@ router = APIRouter()
 
 
 def window(start: str | None, end: str | None) -> TimeRange:
-    if start is None and end is None:
-        return detect.today()
     begin = parse_time(start, "from") if start else None
     finish = parse_time(end, "to") if end else None
-    begin = begin or finish - detect.DAY  # type: ignore[operator]
-    finish = finish or begin + detect.DAY
+    if begin is None and finish is None:  # absent or empty: today
+        return detect.today()
+    if begin is None:
+        begin = finish - detect.DAY  # type: ignore[operator]
+    if finish is None:
+        finish = begin + detect.DAY
     if finish <= begin:
         raise bad_param("to", "'to' must be after 'from'.")
     if finish - begin > 92 * detect.DAY:
