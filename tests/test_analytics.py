@@ -385,6 +385,8 @@ def test_exact_ranges_cut_through_hours_and_days(gateway: GatewayProcess) -> Non
         (base + timedelta(hours=10), base + timedelta(hours=24)),                         # whole hours only
         (base, base + timedelta(days=3)),                                                 # whole days only
         (base + timedelta(hours=23, minutes=59), base + timedelta(hours=71, minutes=59)),
+        (datetime(2025, 3, 1, tzinfo=timezone.utc), datetime(2025, 4, 1, tzinfo=timezone.utc)),  # monthly rollup
+        (datetime(2025, 2, 27, 7, 30, tzinfo=timezone.utc), datetime(2025, 4, 2, 3, 10, tzinfo=timezone.utc)),
     ]
     for start, end in ranges:
         inside = [100 + i for i, t in enumerate(times) if start <= t < end]

@@ -73,7 +73,7 @@ def body_ttl_statements(days: int) -> list[str]:
     ]
 
 
-def rollup_ddl(table: str) -> str:
+def rollup_ddl(table: str, *, days: bool = False) -> str:
     """A per-org, per-user, per-bucket (hour or day), per-model, per-property-set rollup.
 
     Keyed by the request's property set (`props_hash`) so property filters and breakdowns stay
@@ -98,7 +98,7 @@ CREATE TABLE IF NOT EXISTS {table} (
     latency_sum SimpleAggregateFunction(sum, UInt64),
     latency_q AggregateFunction(quantileTDigest(0.95), UInt32),
     first_at SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
-    last_at SimpleAggregateFunction(max, DateTime64(3, 'UTC'))
+    last_at SimpleAggregateFunction(max, DateTime64(3, 'UTC')){DAYS_COLUMN if days else ""}
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(bucket)
@@ -107,7 +107,12 @@ SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}
 """
 
 
-def rollup_select(bucket_fn: str) -> str:
+# The monthly rollup also keeps which days had traffic (active days cannot be read off a month).
+DAYS_COLUMN = ",\n    days AggregateFunction(uniqExact, Date)"
+DAYS_STATE = ",\n    uniqExactState(toDate(created_at)) AS days"
+
+
+def rollup_select(bucket_fn: str, *, days: bool = False) -> str:
     # errors: status >= 400 except our own rate-limit refusals (counted apart, DESIGN §4).
     return f"""
 SELECT
@@ -124,23 +129,26 @@ SELECT
     sum(latency_ms) AS latency_sum,
     quantileTDigestState(0.95)(latency_ms) AS latency_q,
     min(created_at) AS first_at,
-    max(created_at) AS last_at
+    max(created_at) AS last_at{DAYS_STATE if days else ""}
 FROM requests
 GROUP BY org_id, user_id, bucket, model, props_hash
 """
 
 
-def rollup_steps(table: str, bucket_fn: str) -> list[str]:
+def rollup_steps(table: str, bucket_fn: str, *, days: bool = False) -> list[str]:
     """Create the target, fill it from rows already logged, then attach the view (the writer
     is not running during migrations, so nothing slips between the fill and the view)."""
+    select = rollup_select(bucket_fn, days=days)
     return [
-        rollup_ddl(table),
-        f"INSERT INTO {table} {rollup_select(bucket_fn)}",
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {table}_mv TO {table} AS {rollup_select(bucket_fn)}",
+        rollup_ddl(table, days=days),
+        f"INSERT INTO {table} {select}",
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {table}_mv TO {table} AS {select}",
     ]
 
 
-ROLLUPS = (("user_hourly", "toStartOfHour"), ("user_daily", "toStartOfDay"))
+# (table, bucket function, has the `days` state)
+ROLLUPS = (("user_hourly", "toStartOfHour", False), ("user_daily", "toStartOfDay", False),
+           ("user_monthly", "toStartOfMonth", True))
 
 
 def rollup_rebuild_statements(where: str) -> list[str]:
@@ -149,11 +157,11 @@ def rollup_rebuild_statements(where: str) -> list[str]:
     not reach materialized views. Block deduplication is off for the re-insert, or a rebuild
     identical to an earlier one would be dropped as a duplicate after its rows were deleted."""
     statements = []
-    for table, bucket_fn in ROLLUPS:
+    for table, bucket_fn, days in ROLLUPS:
         statements.append(f"ALTER TABLE {table} DELETE WHERE {where} SETTINGS mutations_sync = 2")
         statements.append(
             f"INSERT INTO {table} SETTINGS insert_deduplicate = 0 "
-            f"{rollup_select(bucket_fn).replace('FROM requests', f'FROM requests WHERE {where}')}"
+            f"{rollup_select(bucket_fn, days=days).replace('FROM requests', f'FROM requests WHERE {where}')}"
         )
     return statements
 
@@ -164,4 +172,6 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0003_requests_ingested_at", [INGESTED_AT_DDL]),
     ("0004_user_rollups", rollup_steps("user_hourly", "toStartOfHour") + rollup_steps("user_daily", "toStartOfDay")),
     ("0005_fsync_parts", [fsync_parts(t) for t in ("requests", "user_hourly", "user_daily")]),
+    # Whole months (the default range) from ~1 row per user, model and property set.
+    ("0006_user_monthly", rollup_steps("user_monthly", "toStartOfMonth", days=True) + [fsync_parts("user_monthly")]),
 ]

@@ -1,0 +1,111 @@
+"""Analytics at scale: users-table and user-detail query times over N generated requests.
+
+Rows are generated inside the store (`INSERT ... SELECT FROM numbers()`), so the materialized
+views fill exactly as they do from the writer; 100k users over the last 30 days, three plans and
+models, ~2% errors. Timings are the median of a few runs of the same calls the API makes, in this
+process, with the store's capped `max_threads`. Reported, never asserted (shared machines vary).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from usagegate import analytics
+from usagegate.store import Store
+
+ORG = "org_bench"
+CHUNK = 1_000_000
+
+_GENERATE = """
+INSERT INTO requests (request_id, org_id, created_at, user_id, provider, model, request_model, method, path,
+    status, rate_limited, stream, prompt_tokens, completion_tokens, cost_usd, usage_source, latency_ms, properties)
+SELECT generateUUIDv4(number), {org:String},
+    toDateTime64({end:DateTime64(3)}, 3, 'UTC') - toIntervalMillisecond(cityHash64(number, 1) % {span_ms:UInt64}),
+    concat('user-', toString(u)), 'openai', m, m, 'POST', '/v1/chat/completions',
+    if(cityHash64(number, 2) % 50 = 0, 500, 200), false, false, p, c,
+    if(cityHash64(number, 2) % 50 = 0, toDecimal128(0, 9),
+       toDecimal128(p * multiIf(m = 'gpt-4o-mini', 150, m = 'gpt-4.1-mini', 400, 800)
+                    + c * multiIf(m = 'gpt-4o-mini', 600, m = 'gpt-4.1-mini', 1600, 4000), 9) / 1000000000),
+    'provider', toUInt32(200 + cityHash64(number, 3) % 3000),
+    map('plan', ['free', 'pro', 'enterprise'][1 + u % 3], 'feature', ['chat', 'search'][1 + number % 2])
+FROM (
+    SELECT number, (number + {offset:UInt64}) % {users:UInt64} AS u,
+           ['gpt-4o-mini', 'gpt-4.1-mini', 'claude-3-5-haiku'][1 + u % 3] AS m,
+           toUInt64(50 + cityHash64(number, 4) % 2000) AS p, toUInt64(20 + cityHash64(number, 5) % 600) AS c
+    FROM numbers({offset:UInt64}, {count:UInt64})
+)
+"""
+
+
+def generate(store: Store, rows: int, users: int, end: datetime, days: int = 30) -> float:
+    """Insert `rows` requests for `users` users over `days` days before `end`; returns seconds."""
+    started = time.perf_counter()
+    for offset in range(0, rows, CHUNK):
+        store.call(store.command, _GENERATE, {
+            "org": ORG, "end": analytics.ch_time(end), "span_ms": days * 86_400_000, "users": users,
+            "offset": offset, "count": min(CHUNK, rows - offset),
+        })
+    return time.perf_counter() - started
+
+
+def _median_ms(fn: Callable[[], Awaitable[Any]], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        asyncio.run(fn())  # type: ignore[arg-type]
+        times.append((time.perf_counter() - started) * 1000)
+    return round(statistics.median(times), 1)
+
+
+def measure(rows: int, users: int = 100_000, runs: int = 3, directory: Path | None = None) -> dict[str, Any]:
+    """Generate `rows` rows in a fresh embedded store and time the users table and user detail."""
+    root = Path(tempfile.mkdtemp(prefix="ug-bench-analytics-", dir=directory))
+    try:
+        store = Store.open("embedded", root)
+        now = datetime.now(timezone.utc)
+        insert_s = generate(store, rows, users, now)
+        month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        scope = analytics.Scope(ORG, month, analytics.month_ceil(now))  # the default range
+        one = replace(scope, user_id="user-42")
+
+        async def users_page() -> None:
+            await asyncio.gather(analytics.users(store, scope, analytics.Page(limit=100)),
+                                 analytics.user_totals(store, scope))
+
+        async def user_detail() -> None:
+            await asyncio.gather(
+                analytics.users(store, one, analytics.Page(limit=1)), analytics.series(store, one, "day"),
+                analytics.cost_by_model(store, one), analytics.cost_by_property(store, one))
+
+        async def breakdown() -> None:
+            await analytics.breakdown(store, scope, "plan")
+
+        result = {
+            "rows": rows, "users": users, "insert_s": round(insert_s, 1),
+            "users_table_ms": _median_ms(users_page, runs),
+            "user_detail_ms": _median_ms(user_detail, runs),
+            "breakdown_ms": _median_ms(breakdown, runs),
+            "rollup_rows": store.call(store.select, "SELECT count() AS n FROM user_daily")[0]["n"],
+            "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        }
+        store.close()
+        return result
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps(measure(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000)))
