@@ -30,7 +30,7 @@ redis:
 	@command -v redis-server >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null)
 
 test: install chromium redis
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 bench: install wrk
 	$(BIN)/usagegate bench --workers 1,2 --scale
