@@ -32,8 +32,11 @@ DAY_MS = 86_400_000
 
 def synthetic_batch(rng: np.random.Generator, n: int, *, org_id: str, users: int, end_ms: int, days: int = 30) -> pa.Table:
     """`n` requests over the `days` before `end_ms`, in ingest.SCHEMA's column order."""
-    user_idx = (rng.zipf(1.3, n) - 1) % users  # a few heavy users, a long tail
-    model_idx = rng.choice(len(MODELS), n, p=[0.45, 0.2, 0.1, 0.15, 0.1])
+    # Most traffic spread over every user, a share from a few heavy users (zipf); each user mostly
+    # sticks to one model, as apps do (an independent model per request would inflate rollups 5x).
+    user_idx = np.where(rng.random(n) < 0.7, rng.integers(0, users, n), (rng.zipf(1.3, n) - 1) % users)
+    primary = (user_idx * 2654435761) % 100 // 20  # a stable model per user: 5 buckets of 20%
+    model_idx = np.where(rng.random(n) < 0.85, primary, rng.choice(len(MODELS), n, p=[0.45, 0.2, 0.1, 0.15, 0.1]))
     prompt = rng.integers(20, 4000, n, dtype=np.int64)
     completion = rng.integers(1, 800, n, dtype=np.int64)
     status = np.where(rng.random(n) < 0.98, 200, rng.choice([400, 429, 500], n)).astype(np.uint16)
