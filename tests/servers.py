@@ -122,6 +122,16 @@ class GatewayProcess:
     def api(self, key: str, path: str, **params: Any) -> httpx.Response:
         return httpx.get(self.url + path, params=params, headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
+    def wait_for_record(self, key: str, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Poll /api/requests/{id} until the record is stored; returns it with its bodies."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            response = self.api(key, f"/api/requests/{request_id}")
+            if response.status_code == 200:
+                return response.json()  # type: ignore[no-any-return]
+            time.sleep(0.05)
+        raise AssertionError(f"request {request_id} was never recorded")
+
     def wait_for_requests(self, key: str, count: int, timeout: float = 10.0, **params: Any) -> list[dict[str, Any]]:
         """Poll /api/requests until at least `count` records match; returns them."""
         deadline = time.monotonic() + timeout

@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest

@@ -8,12 +8,9 @@ published prices (USD per 1M tokens, from the providers' price pages) × tokens.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -104,14 +101,6 @@ def replay_key(replay_gateway: GatewayProcess) -> str:
     return create_key(replay_gateway.data_dir, "replay")
 
 
-def record(gateway: GatewayProcess, key: str, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        response = gateway.api(key, f"/api/requests/{request_id}")
-        if response.status_code == 200:
-            return response.json()  # type: ignore[no-any-return]
-        time.sleep(0.05)
-    raise AssertionError(f"request {request_id} was never recorded")
 
 
 def test_every_fixture_has_an_expectation(upstream: FixtureUpstream) -> None:
@@ -136,7 +125,7 @@ def test_fixture_replayed_through_gateway(
     # The client gets the recorded bytes unchanged: a client that asked for the usage chunk
     # keeps it; a stream without usage has nothing to remove.
     assert response.content == rec.body
-    row = record(replay_gateway, replay_key, rid)
+    row = replay_gateway.wait_for_record(replay_key, rid)
     got = {k: row[k] for k in ("status", "model", "prompt_tokens", "completion_tokens", "cache_read_tokens",
                                "cache_write_tokens", "reasoning_tokens", "usage_source", "stream", "user_id")}
     assert got == {

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -30,14 +29,6 @@ def _delete(gateway: GatewayProcess, key: str, model: str) -> httpx.Response:
     return httpx.delete(f"{gateway.url}/api/prices/{model}", headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
 
-def _record(gateway: GatewayProcess, key: str, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        response = gateway.api(key, f"/api/requests/{request_id}")
-        if response.status_code == 200:
-            return response.json()  # type: ignore[no-any-return]
-        time.sleep(0.05)
-    raise AssertionError(f"request {request_id} was never recorded")
 
 
 def _chat(gateway: GatewayProcess, key: str, model: str, text: str, **headers: str) -> tuple[str, Any]:
@@ -60,7 +51,7 @@ def test_override_reprices_unknown_cost_rows(gateway: GatewayProcess, key: str) 
     model = f"acme/custom-llm-{uuid.uuid4().hex[:6]}"  # a `/` in the name, as self-hosted models have
     old = [_chat(gateway, key, model, f"question number {n} about custom models", **{"X-Mock-Cached-Tokens": "3"})
            for n in range(3)]
-    rows = [_record(gateway, key, rid) for rid, _ in old]
+    rows = [gateway.wait_for_record(key, rid) for rid, _ in old]
     assert all(r["cost_usd"] is None for r in rows)  # unknown price: NULL, never a silent 0
     # 10 decimal places of exact cost, so half-even rounding to 9 places is exercised.
     rates = {"input_mtok": "1.2345", "output_mtok": "2.5", "cache_read_mtok": "0.12345"}
@@ -78,7 +69,7 @@ def test_override_reprices_unknown_cost_rows(gateway: GatewayProcess, key: str) 
     # New requests are priced with the override on arrival, to the same nanodollar.
     rid, completion = _chat(gateway, key, model, "question number 0 about custom models",
                             **{"X-Mock-Cached-Tokens": "3"})
-    assert _record(gateway, key, rid)["cost_usd"] == gateway.api(key, f"/api/requests/{old[0][0]}").json()["cost_usd"]
+    assert gateway.wait_for_record(key, rid)["cost_usd"] == gateway.api(key, f"/api/requests/{old[0][0]}").json()["cost_usd"]
     # Nothing left to reprice.
     assert _put(gateway, key, model, rates).json()["repriced_requests"] == 0
 
@@ -92,7 +83,7 @@ def test_half_even_rounding_in_sql_and_on_arrival(gateway: GatewayProcess, key: 
     ties = [c for _, c in sent if (c.usage.prompt_tokens + 3 * c.usage.completion_tokens) % 2 == 1]
     assert ties, "no request landed on a rounding tie; change the prompts"
     for rid, _ in sent:
-        assert _record(gateway, key, rid)["cost_usd"] is None
+        assert gateway.wait_for_record(key, rid)["cost_usd"] is None
     assert _put(gateway, key, model, rates).json()["repriced_requests"] == len(sent)
     for n, (rid, c) in enumerate(sent):
         exact = (c.usage.prompt_tokens * Decimal("0.0005") + c.usage.completion_tokens * Decimal("0.0015")) / M
@@ -101,7 +92,7 @@ def test_half_even_rounding_in_sql_and_on_arrival(gateway: GatewayProcess, key: 
         assert repriced == _bill(rates, c.usage.prompt_tokens, c.usage.completion_tokens)
         # The same request priced on arrival (in Python) gives the same nanodollars.
         rid2, _ = _chat(gateway, key, model, "round me" + " please" * n)
-        assert _record(gateway, key, rid2)["cost_usd"] == repriced
+        assert gateway.wait_for_record(key, rid2)["cost_usd"] == repriced
 
 
 def test_anthropic_cache_writes_repriced_at_the_write_rate(gateway: GatewayProcess, key: str) -> None:
@@ -111,7 +102,7 @@ def test_anthropic_cache_writes_repriced_at_the_write_rate(gateway: GatewayProce
                                  default_headers={"Helicone-Auth": f"Bearer {key}", "Helicone-Request-Id": rid,
                                                   "X-Mock-Cached-Tokens": "5", "X-Mock-Cache-Creation-Tokens": "4"})
     message = client.messages.create(model=model, max_tokens=50, messages=[{"role": "user", "content": "cache me " * 20}])
-    row = _record(gateway, key, rid)
+    row = gateway.wait_for_record(key, rid)
     assert row["cost_usd"] is None and (row["cache_read_tokens"], row["cache_write_tokens"]) == (5, 4)
     rates = {"input_mtok": "3", "output_mtok": "15", "cache_read_mtok": "0.3", "cache_write_mtok": "3.75"}
     assert _put(gateway, key, model, rates).json()["repriced_requests"] == 1
@@ -122,25 +113,25 @@ def test_anthropic_cache_writes_repriced_at_the_write_rate(gateway: GatewayProce
 
 def test_override_does_not_touch_rows_with_a_cost(gateway: GatewayProcess, key: str) -> None:
     rid, _ = _chat(gateway, key, "gpt-4o-mini", "priced already")
-    before = _record(gateway, key, rid)["cost_usd"]
+    before = gateway.wait_for_record(key, rid)["cost_usd"]
     assert before is not None and Decimal(before) > 0
     rates = {"input_mtok": "100", "output_mtok": "100"}
     assert _put(gateway, key, "gpt-4o-mini", rates).json()["repriced_requests"] == 0
     assert gateway.api(key, f"/api/requests/{rid}").json()["cost_usd"] == before
     # ... but new requests of that model use the org's price.
     rid2, completion = _chat(gateway, key, "gpt-4o-mini", "priced already")
-    assert _record(gateway, key, rid2)["cost_usd"] == _bill(rates, completion.usage.prompt_tokens,
+    assert gateway.wait_for_record(key, rid2)["cost_usd"] == _bill(rates, completion.usage.prompt_tokens,
                                                            completion.usage.completion_tokens)
     assert _delete(gateway, key, "gpt-4o-mini").status_code == 200
     rid3, _ = _chat(gateway, key, "gpt-4o-mini", "priced already")
-    assert _record(gateway, key, rid3)["cost_usd"] == before  # the published price again
+    assert gateway.wait_for_record(key, rid3)["cost_usd"] == before  # the published price again
 
 
 def test_get_list_delete_and_org_isolation(gateway: GatewayProcess, key: str) -> None:
     model = f"vendor/family/model-{uuid.uuid4().hex[:6]}"
     other = create_key(gateway.data_dir, org="prices-other-org")
     rid_other, _ = _chat(gateway, other, model, "someone else's request")
-    assert _record(gateway, other, rid_other)["cost_usd"] is None
+    assert gateway.wait_for_record(other, rid_other)["cost_usd"] is None
     assert gateway.api(key, f"/api/prices/{model}").status_code == 404
     assert _put(gateway, key, model, {"input_mtok": "1", "output_mtok": "2"}).json()["repriced_requests"] == 0
     got = gateway.api(key, f"/api/prices/{model}").json()
@@ -192,7 +183,7 @@ def _cli(*args: str, url: str, key: str | None) -> subprocess.CompletedProcess[s
 def test_prices_cli(gateway: GatewayProcess, key: str) -> None:
     model = f"cli/model-{uuid.uuid4().hex[:6]}"
     rid, completion = _chat(gateway, key, model, "priced from the command line")
-    assert _record(gateway, key, rid)["cost_usd"] is None
+    assert gateway.wait_for_record(key, rid)["cost_usd"] is None
     done = _cli("set", model, "--input", "0.8", "--output", "3.2", "--cache-read", "0.08", url=gateway.url, key=key)
     assert done.returncode == 0, done.stderr
     assert "re-priced 1 request" in done.stdout

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
-from pathlib import Path
 
 import anthropic
 import httpx
@@ -29,15 +28,6 @@ def _openai(gateway: GatewayProcess, key: str, **headers: str) -> openai.OpenAI:
     )
 
 
-def _record(gateway: GatewayProcess, key: str, request_id: str) -> dict:
-    for _ in range(100):
-        response = gateway.api(key, f"/api/requests/{request_id}")
-        if response.status_code == 200:
-            return response.json()
-        import time
-
-        time.sleep(0.05)
-    raise AssertionError(f"request {request_id} was never recorded: {response.text}")
 
 
 def test_openai_chat_recorded_under_header_user_with_exact_cost(gateway: GatewayProcess, key: str) -> None:
@@ -50,7 +40,7 @@ def test_openai_chat_recorded_under_header_user_with_exact_cost(gateway: Gateway
     completion = raw.parse()
     assert raw.headers["helicone-id"] == rid
     assert completion.choices[0].message.content
-    row = _record(gateway, key, rid)
+    row = gateway.wait_for_record(key, rid)
     assert row["user_id"] == "alice@example.com"  # the header wins over body `user`
     assert row["properties"] == {"plan": "pro", "feature": "chat"}
     assert row["status"] == 200 and row["provider"] == "openai" and row["path"] == "/v1/chat/completions"
@@ -68,14 +58,14 @@ def test_body_user_is_the_fallback(gateway: GatewayProcess, key: str) -> None:
     raw = _openai(gateway, key).chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "fallback"}], user="bob"
     )
-    assert _record(gateway, key, raw.headers["helicone-id"])["user_id"] == "bob"
+    assert gateway.wait_for_record(key, raw.headers["helicone-id"])["user_id"] == "bob"
 
 
 def test_no_user_is_anonymous(gateway: GatewayProcess, key: str) -> None:
     raw = _openai(gateway, key).chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "who am I"}]
     )
-    assert _record(gateway, key, raw.headers["helicone-id"])["user_id"] == ""
+    assert gateway.wait_for_record(key, raw.headers["helicone-id"])["user_id"] == ""
 
 
 def test_embeddings_recorded_with_cost(gateway: GatewayProcess, key: str) -> None:
@@ -84,7 +74,7 @@ def test_embeddings_recorded_with_cost(gateway: GatewayProcess, key: str) -> Non
     )
     result = raw.parse()
     assert len(result.data[0].embedding) > 0
-    row = _record(gateway, key, raw.headers["helicone-id"])
+    row = gateway.wait_for_record(key, raw.headers["helicone-id"])
     assert row["user_id"] == "carol" and row["path"] == "/v1/embeddings"
     assert row["prompt_tokens"] == result.usage.prompt_tokens > 0
     assert Decimal(row["cost_usd"]) == (Decimal(row["prompt_tokens"]) * EMBED_3_SMALL / M).quantize(Decimal("1e-9"))
@@ -96,7 +86,7 @@ def test_responses_api_recorded_with_cost(gateway: GatewayProcess, key: str) -> 
     )
     result = raw.parse()
     assert result.output_text
-    row = _record(gateway, key, raw.headers["helicone-id"])
+    row = gateway.wait_for_record(key, raw.headers["helicone-id"])
     assert (row["prompt_tokens"], row["completion_tokens"]) == (result.usage.input_tokens, result.usage.output_tokens)
     expected = (Decimal(row["prompt_tokens"]) * GPT_41_MINI[0] + Decimal(row["completion_tokens"]) * GPT_41_MINI[1]) / M
     assert Decimal(row["cost_usd"]) == expected.quantize(Decimal("1e-9"))
@@ -112,7 +102,7 @@ def test_anthropic_messages_use_metadata_user(gateway: GatewayProcess, key: str)
         metadata={"user_id": "erin"},
     )
     message = raw.parse()
-    row = _record(gateway, key, raw.headers["helicone-id"])
+    row = gateway.wait_for_record(key, raw.headers["helicone-id"])
     assert row["user_id"] == "erin" and row["provider"] == "anthropic" and row["path"] == "/v1/messages"
     assert row["prompt_tokens"] == message.usage.input_tokens
     assert row["completion_tokens"] == message.usage.output_tokens
@@ -167,7 +157,7 @@ def test_key_created_while_running_works_at_once(gateway: GatewayProcess) -> Non
         model="gpt-4o-mini", messages=[{"role": "user", "content": "fresh key"}]
     )
     assert raw.http_response.status_code == 200
-    assert _record(gateway, new_key, raw.headers["helicone-id"])["org_id"].startswith("org_")
+    assert gateway.wait_for_record(new_key, raw.headers["helicone-id"])["org_id"].startswith("org_")
 
 
 def test_orgs_see_only_their_own_requests(gateway: GatewayProcess, key: str) -> None:
@@ -176,7 +166,7 @@ def test_orgs_see_only_their_own_requests(gateway: GatewayProcess, key: str) -> 
         model="gpt-4o-mini", messages=[{"role": "user", "content": "private"}]
     )
     rid = raw.headers["helicone-id"]
-    _record(gateway, key, rid)
+    gateway.wait_for_record(key, rid)
     assert gateway.api(other, f"/api/requests/{rid}").status_code == 404
     assert all(r["request_id"] != rid for r in gateway.api(other, "/api/requests").json()["requests"])
 

@@ -41,14 +41,6 @@ def _ids(**extra: str) -> tuple[str, dict[str, str]]:
     return rid, {"Helicone-Request-Id": rid, **extra}
 
 
-def _record(gateway: GatewayProcess, key: str, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        response = gateway.api(key, f"/api/requests/{request_id}")
-        if response.status_code == 200:
-            return response.json()  # type: ignore[no-any-return]
-        time.sleep(0.05)
-    raise AssertionError(f"request {request_id} was never recorded")
 
 
 def _tokens(row: dict[str, Any]) -> tuple[int, ...]:
@@ -77,13 +69,13 @@ def test_chat_stream_without_include_usage(gateway: GatewayProcess, key: str, mo
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     # ... yet the gateway asked the upstream for it, and recorded the provider's numbers.
     assert _upstream_body(mock_upstream, marker)["stream_options"] == {"include_usage": True}
-    streamed = _record(gateway, key, rid)
+    streamed = gateway.wait_for_record(key, rid)
     assert streamed["usage_source"] == "provider" and streamed["stream"] is True
 
     rid2, headers2 = _ids()
     plain = client.chat.completions.create(model="gpt-4o-mini", messages=messages, extra_headers=headers2)
     assert plain.choices[0].message.content == text  # the mock is deterministic
-    unstreamed = _record(gateway, key, rid2)
+    unstreamed = gateway.wait_for_record(key, rid2)
     assert _tokens(streamed) == _tokens(unstreamed) == (plain.usage.prompt_tokens, plain.usage.completion_tokens,
                                                        0, 0, 0)
     assert streamed["cost_usd"] == unstreamed["cost_usd"]
@@ -101,7 +93,7 @@ def test_chat_stream_with_include_usage_keeps_the_usage_chunk(gateway: GatewayPr
     usage = chunks[-1].usage
     assert usage is not None and chunks[-1].choices == []
     assert all(c.usage is None for c in chunks[:-1])
-    row = _record(gateway, key, rid)
+    row = gateway.wait_for_record(key, rid)
     assert _tokens(row) == (usage.prompt_tokens, usage.completion_tokens, 8, 0, 5)
     assert usage.completion_tokens_details.reasoning_tokens == 5
     # Cached input at the cache rate, reasoning as output.
@@ -115,12 +107,12 @@ def test_completions_stream_and_not_record_equal_tokens(gateway: GatewayProcess,
     chunks = list(client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Once upon a time",
                                             max_tokens=30, stream=True, extra_headers=headers))
     assert all(c.usage is None for c in chunks) and all(c.choices for c in chunks)
-    streamed = _record(gateway, key, rid)
+    streamed = gateway.wait_for_record(key, rid)
     rid2, headers2 = _ids()
     plain = client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Once upon a time", max_tokens=30,
                                       extra_headers=headers2)
     assert "".join(c.choices[0].text for c in chunks) == plain.choices[0].text
-    unstreamed = _record(gateway, key, rid2)
+    unstreamed = gateway.wait_for_record(key, rid2)
     assert streamed["usage_source"] == unstreamed["usage_source"] == "provider"
     assert _tokens(streamed) == _tokens(unstreamed) == (plain.usage.prompt_tokens, plain.usage.completion_tokens,
                                                        0, 0, 0)
@@ -138,12 +130,12 @@ def test_anthropic_messages_stream(gateway: GatewayProcess, key: str) -> None:
     with client.messages.stream(**params, extra_headers=headers) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
-    streamed = _record(gateway, key, rid)
+    streamed = gateway.wait_for_record(key, rid)
     rid2, headers2 = _ids(**hints)
     plain = client.messages.create(**params, extra_headers=headers2)
     assert plain.content[0].text == text
     assert final.usage.output_tokens == plain.usage.output_tokens
-    unstreamed = _record(gateway, key, rid2)
+    unstreamed = gateway.wait_for_record(key, rid2)
     u = plain.usage
     read, write = u.cache_read_input_tokens or 0, u.cache_creation_input_tokens or 0
     assert (read, write) == (6, 4)
@@ -163,11 +155,11 @@ def test_responses_stream(gateway: GatewayProcess, key: str) -> None:
         for _ in stream:
             pass
         final = stream.get_final_response()
-    streamed = _record(gateway, key, rid)
+    streamed = gateway.wait_for_record(key, rid)
     rid2, headers2 = _ids(**{"X-Mock-Reasoning-Tokens": "7"})
     plain = client.responses.create(model="gpt-4o-mini", input="Stream a line about responses", extra_headers=headers2)
     assert final.output_text == plain.output_text
-    unstreamed = _record(gateway, key, rid2)
+    unstreamed = gateway.wait_for_record(key, rid2)
     u = plain.usage
     assert (final.usage.input_tokens, final.usage.output_tokens) == (u.input_tokens, u.output_tokens)
     assert _tokens(streamed) == _tokens(unstreamed) == (u.input_tokens, u.output_tokens, 0, 0, 7)
@@ -194,7 +186,7 @@ def test_chunks_are_relayed_as_they_arrive(gateway: GatewayProcess, key: str) ->
     assert first_at is not None and events >= 6
     # >= 5 gaps of 150 ms follow the first event.
     assert total - first_at >= 0.5, (first_at, total)
-    row = _record(gateway, key, rid)
+    row = gateway.wait_for_record(key, rid)
     assert row["ttft_ms"] is not None and row["latency_ms"] - row["ttft_ms"] >= 500
 
 
@@ -230,7 +222,7 @@ def test_client_disconnect_mid_stream_is_499_with_tokens_so_far(gateway: Gateway
             "messages": [{"role": "user", "content": "A long story about a user who hangs up early, please"}]}
     headers = {"Helicone-Auth": f"Bearer {key}", "X-Mock-Chunk-Delay-Ms": "100", "Authorization": "Bearer sk-x"}
     rid, _ = _read_then_hang_up(gateway, "/v1/chat/completions", body, headers, events=4)
-    row = _record(gateway, key, rid)
+    row = gateway.wait_for_record(key, rid)
     assert row["status"] == 499 and row["error"]
     full = _openai(gateway, key).chat.completions.create(**{k: v for k, v in body.items() if k != "stream"})
     # The upstream never sent its usage chunk: tokens seen so far are counted offline.
@@ -248,7 +240,7 @@ def test_anthropic_disconnect_keeps_provider_input_count(gateway: GatewayProcess
     headers = {"Helicone-Auth": f"Bearer {key}", "X-Mock-Chunk-Delay-Ms": "100", "x-api-key": PROVIDER_KEY,
                "anthropic-version": "2023-06-01"}
     rid, _ = _read_then_hang_up(gateway, "/anthropic/v1/messages", body, headers, events=5)
-    row = _record(gateway, key, rid)
+    row = gateway.wait_for_record(key, rid)
     full = _anthropic(gateway, key).messages.create(**{k: v for k, v in body.items() if k != "stream"})
     assert row["status"] == 499
     # message_start carried the provider's input count; output so far is estimated.
@@ -263,7 +255,7 @@ def test_disconnect_during_a_long_upstream_silence_is_noticed_at_once(gateway: G
             "messages": [{"role": "user", "content": "Think for a long time between words"}]}
     headers = {"Helicone-Auth": f"Bearer {key}", "X-Mock-Chunk-Delay-Ms": "4000", "Authorization": "Bearer sk-x"}
     rid, closed_at = _read_then_hang_up(gateway, "/v1/chat/completions", body, headers, events=1)
-    row = _record(gateway, key, rid, timeout=15)
+    row = gateway.wait_for_record(key, rid, timeout=15)
     noticed = time.monotonic() - closed_at
     assert row["status"] == 499
     assert noticed < 3.5, noticed  # the next upstream chunk was 4 s away

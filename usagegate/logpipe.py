@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 
+from usagegate.flock import is_flocked
+
 log = logging.getLogger("usagegate.logpipe")
 
 SEGMENT_BYTES = 64 * 1024 * 1024
@@ -41,17 +43,7 @@ def _segment_name(number: int) -> str:
 
 def segment_is_live(path: Path) -> bool:
     """True while some process's Spool holds the segment open for appending."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing drops a lock we may have taken
-    return False
+    return is_flocked(path)
 
 
 def _segments(directory: Path) -> list[int]:

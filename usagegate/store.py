@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import fcntl
 import json
 import logging
-import os
 import threading
 import time
 
@@ -25,6 +23,7 @@ import pyarrow as pa
 
 from usagegate.cluster import created_tables, schema_migrations_ddl, to_cluster, valid_cluster_name
 from usagegate.errors import ConfigError, StoreUnavailable
+from usagegate.flock import is_flocked
 from usagegate.migrations import MIGRATIONS, body_ttl_statements
 
 log = logging.getLogger("usagegate.store")
@@ -226,7 +225,7 @@ class _ChdbBackend(_Backend):
         try:
             self._session = Session(str(self._path))
         except Exception as exc:
-            if _locked(self._path / "status"):
+            if is_flocked(self._path / "status"):
                 raise StoreUnavailable(
                     f"another process holds the embedded store in {self._path} (one process can open it; "
                     "use --workers to serve from several processes)"
@@ -257,21 +256,6 @@ class _ChdbBackend(_Backend):
             with contextlib.suppress(Exception):
                 self._session.close()
             self._session = None
-
-
-def _locked(path: Path) -> bool:
-    """Whether another process holds chDB's lock file (ClickHouse flocks `<dir>/status`)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing releases the lock if we got it
-    return False
 
 
 def _chdb_params(params: Mapping[str, Any]) -> dict[str, Any]:
