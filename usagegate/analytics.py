@@ -12,6 +12,7 @@ turned into `Decimal`s here; derived money (averages, forecasts) is rounded half
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
@@ -215,27 +216,87 @@ class Page:
     after: tuple[str, str] | None = None  # (sort value as text, user_id) of the previous page's last row
 
 
+# Phase 1 of a users page: the sort value alone, straight from the facts (no per-model stage,
+# no quantile or top-model state). Each expression equals its column in _PER_USER exactly (same
+# integer/decimal sums, same rounding), so the order and the cursor text are the full query's.
+# `v` is the alias: one equal to a facts column inside an aggregate confuses the analyzer.
+_LIGHT_SORTS: dict[str, str] = {
+    "user_id": "user_id", "requests": "sum(requests)", "prompt_tokens": "sum(prompt)",
+    "completion_tokens": "sum(completion)", "total_tokens": "sum(prompt) + sum(completion)",
+    "cost_usd": "sum(cost)", "avg_cost_per_request": "toDecimal128(sum(cost), 18) / sum(requests)",
+    "avg_tokens_per_request": "round((sum(prompt) + sum(completion)) / sum(requests), 3)",
+    "avg_latency_ms": "round(sum(latency_sum) / sum(requests), 1)",
+    "error_rate": "round(sum(errors) / sum(requests), 4)", "rate_limited": "sum(limited)",
+    "unpriced_requests": "sum(unpriced)", "first_seen": "min(first_at)", "last_seen": "max(last_at)",
+    "active_days": "uniqExactMerge(days)", "avg_requests_per_day": "round(sum(requests) / uniqExactMerge(days), 3)",
+}
+
+
+def _keyset(page: Page, sql: Sql, column: str) -> str:
+    """WHERE clause for the rows after the cursor (empty on the first page)."""
+    if page.after is None:
+        return ""
+    op = "<" if page.order == "desc" else ">"
+    value = sql.add(page.after[0], USER_SORTS[page.sort])
+    return f"WHERE ({column}, user_id) {op} ({value}, {sql.add(page.after[1], 'String')})"
+
+
+def _page_rows(rows: list[dict[str, Any]], page: Page) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
+    if len(rows) > page.limit:
+        rows = rows[: page.limit]
+        return rows, (rows[-1]["_k"], rows[-1]["user_id"])
+    return rows, None
+
+
 async def users(store: Store, scope: Scope, page: Page, *, now: datetime | None = None) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
-    """One page of the users table and the keyset of its last row when more follow."""
+    """One page of the users table and the keyset of its last row when more follow.
+
+    Two phases when the sort is a cheap column: pick the page's users from a light aggregate of
+    the sort value, then compute every column for those users only (`user_id IN ids` reads
+    just their slice of each rollup's (org_id, user_id) key). Merging 100k t-digests and
+    grouping per model first made the one-query version ~10x slower at 10M rows (docs/analytics.md).
+    """
+    if page.sort not in _LIGHT_SORTS or scope.user_id is not None:
+        return await _users_one_query(store, scope, page, now=now)
+    sql = Sql()
+    days = page.sort in ("active_days", "avg_requests_per_day")
+    picked = await store.query(
+        f"SELECT user_id, toString(v) AS _k FROM (SELECT user_id, {_LIGHT_SORTS[page.sort]} AS v "
+        f"FROM ({facts(scope, sql, days=days)}) GROUP BY user_id) {_keyset(page, sql, 'v')} "
+        f"ORDER BY v {page.order}, user_id {page.order} LIMIT {page.limit + 1}",
+        sql.params,
+    )
+    picked, after = _page_rows(picked, page)
+    if not picked:
+        return [], None
+    sql = Sql()
+    full = await store.query(
+        f"SELECT {_USER_OUT} FROM ({users_sql(replace(scope, user_ids=tuple(r['user_id'] for r in picked), q=None), sql)})",
+        sql.params,
+    )
+    by_id = {row["user_id"]: row for row in full}
+    # Phase 1's order; a user erased between the two phases just drops out of the page.
+    rows = [{_RENAMES.get(k, k): v for k, v in by_id[r["user_id"]].items()} for r in picked if r["user_id"] in by_id]
+    await _decorate(store, scope, rows, now=now)
+    return rows, after
+
+
+async def _users_one_query(store: Store, scope: Scope, page: Page, *, now: datetime | None,
+                           decorate: bool = True) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
+    """The users page in one query: for heavy sorts (p95, top model) and a single user."""
     sql = Sql()
     inner = users_sql(scope, sql)
-    where = ""
-    if page.after is not None:
-        op = "<" if page.order == "desc" else ">"
-        value = sql.add(page.after[0], USER_SORTS[page.sort])
-        where = f"WHERE ({page.sort}, user_id) {op} ({value}, {sql.add(page.after[1], 'String')})"
+    where = _keyset(page, sql, page.sort)
     # _k is the sort value printed by ClickHouse, so the cursor compares exactly what was sorted.
     rows = await store.query(
         f"SELECT {_USER_OUT}, toString({page.sort}) AS _k FROM ({inner}) {where} "
         f"ORDER BY {page.sort} {page.order}, user_id {page.order} LIMIT {page.limit + 1}",
         sql.params,
     )
-    after = None
-    if len(rows) > page.limit:
-        rows = rows[: page.limit]
-        after = (rows[-1]["_k"], rows[-1]["user_id"])
+    rows, after = _page_rows(rows, page)
     rows = [{_RENAMES.get(k, k): v for k, v in row.items() if k != "_k"} for row in rows]
-    await _decorate(store, scope, rows, now=now)
+    if decorate:
+        await _decorate(store, scope, rows, now=now)
     return rows, after
 
 
@@ -279,11 +340,15 @@ async def _decorate(store: Store, scope: Scope, rows: list[dict[str, Any]], *, n
     props = await latest_properties(store, page_scope)
     forecasts = await user_forecasts(store, page_scope, now=now)
     for row in rows:
-        cost = Decimal(row["cost_usd"])
-        row["cost_usd"] = cost
-        row["avg_cost_per_request"] = round_money(Fraction(cost) / row["requests"]) if row["requests"] else None
+        _money_columns(row)
         row["forecast_month_usd"] = forecasts.get(row["user_id"], Decimal(0))
         row["properties"] = props.get(row["user_id"], {})
+
+
+def _money_columns(row: dict[str, Any]) -> None:
+    cost = Decimal(row["cost_usd"])
+    row["cost_usd"] = cost
+    row["avg_cost_per_request"] = round_money(Fraction(cost) / row["requests"]) if row["requests"] else None
 
 
 async def latest_properties(store: Store, scope: Scope) -> dict[str, dict[str, str]]:
@@ -313,22 +378,22 @@ async def _daily_costs(store: Store, scope: Scope, today: date, *, per_user: boo
     """Daily costs in the forecast window and first-seen days, keyed by user (or "" for all)."""
     key = "user_id" if per_user else "''"
     window = replace(scope, start=_day_start(window_start(today)), end=_day_start(today) + DAY)
+    history = replace(scope, start=EPOCH, end=_day_start(today) + DAY)
     sql = Sql()
+    # One query for both parts (each store query costs a few ms even when it reads little).
     rows = await store.query(
-        f"SELECT {key} AS k, toString(toDate(bucket)) AS d, toString(sum(cost)) AS c "
-        f"FROM ({facts(window, sql, coarsest='day')}) GROUP BY k, d",
+        f"SELECT {key} AS k, toString(toDate(bucket)) AS d, toString(sum(cost)) AS c, '' AS f "
+        f"FROM ({facts(window, sql, coarsest='day')}) GROUP BY k, d UNION ALL "
+        f"SELECT {key} AS k, '' AS d, '' AS c, toString(toDate(min(first_at))) AS f FROM ({facts(history, sql)}) GROUP BY k",
         sql.params,
     )
     daily: dict[str, dict[date, Decimal]] = {}
+    first: dict[str, date] = {}
     for row in rows:
-        daily.setdefault(row["k"], {})[date.fromisoformat(row["d"])] = Decimal(row["c"])
-    history = replace(scope, start=EPOCH, end=_day_start(today) + DAY)
-    sql = Sql()
-    rows = await store.query(
-        f"SELECT {key} AS k, toString(toDate(min(first_at))) AS d FROM ({facts(history, sql)}) GROUP BY k",
-        sql.params,
-    )
-    first = {row["k"]: date.fromisoformat(row["d"]) for row in rows}
+        if row["f"]:
+            first[row["k"]] = date.fromisoformat(row["f"])
+        else:
+            daily.setdefault(row["k"], {})[date.fromisoformat(row["d"])] = Decimal(row["c"])
     return daily, first
 
 
@@ -395,6 +460,76 @@ async def cost_by_property(store: Store, scope: Scope) -> list[dict[str, Any]]:
         f"FROM ({facts(scope, sql)}) ARRAY JOIN mapKeys(props) AS k GROUP BY property, value "
         "ORDER BY property, sum(cost) DESC, value",
         sql.params,
+    )
+
+
+@dataclass
+class UserDetail:
+    """One user's users-table row and the breakdowns of the detail page (see `user_detail`)."""
+
+    row: dict[str, Any]
+    series: list[dict[str, Any]]
+    cost_by_model: list[dict[str, Any]]
+    cost_by_property: list[dict[str, Any]]
+
+
+async def user_detail(store: Store, scope: Scope, interval: str, *, now: datetime | None = None) -> UserDetail:
+    """The row of `scope.user_id` plus what `series`, `cost_by_model` and `cost_by_property`
+    answer, in three store queries instead of seven: the user's fact rows at `interval`
+    granularity (a few dozen rows for a month; every read on the (org_id, user_id) key prefix)
+    are fetched once and summed here with exact Decimals. Each store query costs ~5-15 ms here,
+    most of it planning, so the count matters more than the rows read."""
+    assert scope.user_id is not None
+    sql = Sql()
+    fn = "toStartOfHour" if interval == "hour" else "toStartOfDay"
+    facts_q = store.query(
+        f"SELECT toString(toDateTime({fn}(bucket), 'UTC')) AS t, model, props, requests, prompt + completion AS tokens, "
+        f"toString(cost) AS c, errors, limited, toString(last_at) AS last FROM ({facts(scope, sql, coarsest=interval)})",
+        sql.params,
+    )
+    one = replace(scope, user_ids=(scope.user_id,))
+    (rows, _), fact_rows, forecasts = await asyncio.gather(
+        _users_one_query(store, scope, Page(limit=1), now=now, decorate=False),
+        facts_q,
+        user_forecasts(store, one, now=now),
+    )
+    points: dict[str, dict[str, Any]] = {}
+    models: dict[str, dict[str, Any]] = {}
+    by_prop: dict[tuple[str, str], dict[str, Any]] = {}
+    latest: dict[str, tuple[str, str]] = {}
+    for f in fact_rows:
+        cost = Decimal(f["c"])
+        point = points.setdefault(f["t"], {"t": f["t"], "requests": 0, "total_tokens": 0, "cost_usd": Decimal(0),
+                                           "errors": 0, "rate_limited": 0})
+        point["requests"] += f["requests"]
+        point["total_tokens"] += f["tokens"]
+        point["cost_usd"] += cost
+        point["errors"] += f["errors"]
+        point["rate_limited"] += f["limited"]
+        model = models.setdefault(f["model"], {"model": f["model"], "requests": 0, "total_tokens": 0, "cost_usd": Decimal(0)})
+        model["requests"] += f["requests"]
+        model["total_tokens"] += f["tokens"]
+        model["cost_usd"] += cost
+        for key, value in f["props"].items():
+            prop = by_prop.setdefault((key, value), {"property": key, "value": value, "requests": 0, "cost_usd": Decimal(0)})
+            prop["requests"] += f["requests"]
+            prop["cost_usd"] += cost
+            # Fixed-width 'YYYY-MM-DD hh:mm:ss.mmm' text sorts as time.
+            if key not in latest or f["last"] > latest[key][0]:
+                latest[key] = (f["last"], value)
+    if rows:
+        row = rows[0]
+        _money_columns(row)
+        row["properties"] = {key: latest[key][1] for key in sorted(latest)}
+    else:
+        row = empty_user_row(scope.user_id)
+    row["forecast_month_usd"] = forecasts.get(scope.user_id, Decimal(0))
+    return UserDetail(
+        row=row,
+        series=[points[t] for t in sorted(points)],
+        # The orders of cost_by_model / cost_by_property (str order = ClickHouse's byte order).
+        cost_by_model=sorted(models.values(), key=lambda m: (-m["cost_usd"], m["model"])),
+        cost_by_property=sorted(by_prop.values(), key=lambda p: (p["property"], -p["cost_usd"], p["value"])),
     )
 
 

@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +67,21 @@ def _median_ms(fn: Callable[[], Awaitable[Any]], runs: int) -> float:
     return round(statistics.median(times), 1)
 
 
-def measure(rows: int, users: int = 100_000, runs: int = 3, directory: Path | None = None) -> dict[str, Any]:
-    """Generate `rows` rows in a fresh embedded store and time the users table and user detail."""
-    root = Path(tempfile.mkdtemp(prefix="ug-bench-analytics-", dir=directory))
+def measure(rows: int, users: int = 100_000, runs: int = 3, directory: Path | None = None,
+            data: Path | None = None) -> dict[str, Any]:
+    """Generate `rows` rows in a fresh embedded store and time the users table and user detail.
+    With `data`, the store lives there and is generated only once (reused while the row count
+    matches), since 10M rows take minutes to generate on a loaded machine."""
+    root = data or Path(tempfile.mkdtemp(prefix="ug-bench-analytics-", dir=directory))
     try:
         store = Store.open("embedded", root)
         now = datetime.now(timezone.utc)
-        insert_s = generate(store, rows, users, now)
+        have = store.call(store.select, "SELECT count() AS n FROM requests WHERE org_id = {org:String}", {"org": ORG})
+        insert_s = None
+        if int(have[0]["n"]) != rows:
+            if int(have[0]["n"]):
+                raise SystemExit(f"{root} holds {have[0]['n']} bench rows, not {rows}: use another --data dir")
+            insert_s = round(generate(store, rows, users, now), 1)
         month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         scope = analytics.Scope(ORG, month, analytics.month_ceil(now))  # the default range
         one = replace(scope, user_id="user-42")
@@ -82,16 +90,16 @@ def measure(rows: int, users: int = 100_000, runs: int = 3, directory: Path | No
             await asyncio.gather(analytics.users(store, scope, analytics.Page(limit=100)),
                                  analytics.user_totals(store, scope))
 
-        async def user_detail() -> None:
-            await asyncio.gather(
-                analytics.users(store, one, analytics.Page(limit=1)), analytics.series(store, one, "day"),
-                analytics.cost_by_model(store, one), analytics.cost_by_property(store, one))
+        async def user_detail() -> None:  # what GET /api/users/{id} runs
+            await analytics.user_exists(store, ORG, "user-42")
+            await asyncio.gather(analytics.user_detail(store, one, "day"),
+                                 analytics.recent_requests(store, one, 20))
 
         async def breakdown() -> None:
             await analytics.breakdown(store, scope, "plan")
 
         result = {
-            "rows": rows, "users": users, "insert_s": round(insert_s, 1),
+            "rows": rows, "users": users, "insert_s": insert_s,
             "users_table_ms": _median_ms(users_page, runs),
             "user_detail_ms": _median_ms(user_detail, runs),
             "breakdown_ms": _median_ms(breakdown, runs),
@@ -101,11 +109,20 @@ def measure(rows: int, users: int = 100_000, runs: int = 3, directory: Path | No
         store.close()
         return result
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if data is None:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
+    import argparse
     import json
-    import sys
 
-    print(json.dumps(measure(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000)))
+    parser = argparse.ArgumentParser(prog="python -m usagegate.bench_analytics",
+                                     description="Time the users table and user detail over N generated requests.")
+    parser.add_argument("rows", nargs="?", type=int, default=1_000_000, help="requests to generate (default 1M)")
+    parser.add_argument("--users", type=int, default=100_000, help="distinct users (default 100k)")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per query; the median is reported")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="keep the store in this dir and reuse it on the next run (generated once)")
+    args = parser.parse_args()
+    print(json.dumps(measure(args.rows, args.users, args.runs, data=args.data)))

@@ -128,11 +128,8 @@ async def user_detail(request: Request, org: str, user_id: str) -> dict[str, Any
         raise bad_param("interval", f"The range has more than {MAX_SERIES_POINTS} {interval}s; use a coarser interval.")
     one = replace(scope, user_id=user_id)
     store = context(request).store
-    (rows, _), points, models, props, recent = await asyncio.gather(
-        analytics.users(store, one, Page(limit=1)),
-        analytics.series(store, one, interval),
-        analytics.cost_by_model(store, one),
-        analytics.cost_by_property(store, one),
+    detail, recent = await asyncio.gather(
+        analytics.user_detail(store, one, interval),
         store.query(
             f"SELECT {LIST_COLUMNS} FROM requests WHERE org_id = {{org:String}} AND user_id = {{user:String}} "
             "AND created_at >= {t_from:DateTime64(3)} AND created_at < {t_to:DateTime64(3)} "
@@ -140,17 +137,13 @@ async def user_detail(request: Request, org: str, user_id: str) -> dict[str, Any
             {"org": org, "user": user_id, "t_from": analytics.ch_time(scope.start), "t_to": analytics.ch_time(scope.end)},
         ),
     )
-    row = rows[0] if rows else analytics.empty_user_row(user_id)
-    if not rows:
-        forecasts = await analytics.user_forecasts(store, replace(one, user_ids=(user_id,)))
-        row["forecast_month_usd"] = forecasts.get(user_id, row["forecast_month_usd"])
     return {
         **range_out(scope),
-        "user": render_user(row),
+        "user": render_user(detail.row),
         "interval": interval,
-        "series": fill_series(points, scope.start, scope.end, step),
-        "cost_by_model": [{**m, "cost_usd": money(m["cost_usd"])} for m in models],
-        "cost_by_property": [{**p, "cost_usd": money(p["cost_usd"])} for p in props],
+        "series": fill_series(detail.series, scope.start, scope.end, step),
+        "cost_by_model": [{**m, "cost_usd": money(m["cost_usd"])} for m in detail.cost_by_model],
+        "cost_by_property": [{**p, "cost_usd": money(p["cost_usd"])} for p in detail.cost_by_property],
         "recent_requests": [render_request(r) for r in recent],
     }
 
