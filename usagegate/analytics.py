@@ -375,25 +375,38 @@ def _day_start(day: date) -> datetime:
 
 
 async def _daily_costs(store: Store, scope: Scope, today: date, *, per_user: bool) -> tuple[dict[str, dict[date, Decimal]], dict[str, date]]:
-    """Daily costs in the forecast window and first-seen days, keyed by user (or "" for all)."""
+    """Daily costs in the forecast window and first-seen days, keyed by user (or "" for all).
+
+    A first-seen day before the window only has to say "before the window" (month_forecast
+    clamps the trend window to it), so it is reported as the window's eve: that needs one cheap
+    "anything earlier?" probe instead of a min(first_at) over every rollup since the epoch."""
     key = "user_id" if per_user else "''"
-    window = replace(scope, start=_day_start(window_start(today)), end=_day_start(today) + DAY)
-    history = replace(scope, start=EPOCH, end=_day_start(today) + DAY)
+    begin = window_start(today)
+    window = replace(scope, start=_day_start(begin), end=_day_start(today) + DAY)
+    earlier = replace(scope, start=EPOCH, end=_day_start(begin))
+    # At most one row per key: the probe can stop as soon as it has seen every key.
+    stop = 1 if not per_user else len(scope.user_ids) if scope.user_ids is not None else None
     sql = Sql()
     # One query for both parts (each store query costs a few ms even when it reads little).
     rows = await store.query(
-        f"SELECT {key} AS k, toString(toDate(bucket)) AS d, toString(sum(cost)) AS c, '' AS f "
-        f"FROM ({facts(window, sql, coarsest='day')}) GROUP BY k, d UNION ALL "
-        f"SELECT {key} AS k, '' AS d, '' AS c, toString(toDate(min(first_at))) AS f FROM ({facts(history, sql)}) GROUP BY k",
+        f"SELECT {key} AS k, toString(toDate(bucket)) AS d, toString(sum(cost)) AS c, "
+        f"toString(toDate(min(first_at))) AS f, 0 AS before FROM ({facts(window, sql, coarsest='day')}) GROUP BY k, d "
+        f"UNION ALL SELECT * FROM (SELECT DISTINCT {key} AS k, '' AS d, '' AS c, '' AS f, 1 AS before "
+        f"FROM ({facts(earlier, sql)}){f' LIMIT {stop}' if stop is not None else ''})",
         sql.params,
     )
     daily: dict[str, dict[date, Decimal]] = {}
     first: dict[str, date] = {}
+    eve = begin - timedelta(days=1)
     for row in rows:
-        if row["f"]:
-            first[row["k"]] = date.fromisoformat(row["f"])
-        else:
-            daily.setdefault(row["k"], {})[date.fromisoformat(row["d"])] = Decimal(row["c"])
+        if row["before"]:
+            first[row["k"]] = eve
+            continue
+        day = date.fromisoformat(row["d"])
+        daily.setdefault(row["k"], {})[day] = Decimal(row["c"])
+        seen = date.fromisoformat(row["f"])
+        if first.get(row["k"], seen) >= seen:
+            first[row["k"]] = seen
     return daily, first
 
 
