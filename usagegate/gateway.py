@@ -235,34 +235,39 @@ class Gateway:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
                    if k not in _HOP_BY_HOP and not k.startswith(b"helicone-")]
         assert self._session is not None
-        pre = time.perf_counter() - clock
         try:
-            response = await self._session.request(
-                scope["method"], url, headers=headers, data=send_body, allow_redirects=False
-            )
-            answered = time.perf_counter()
-        except asyncio.TimeoutError:
-            await self._fail(send, record, UpstreamTimeout(
-                f"The upstream did not answer within {self.settings.upstream_timeout:g} s (--upstream-timeout)."
-            ), clock, ticket)
-            return
-        except (aiohttp.ClientError, OSError) as exc:
-            await self._fail(send, record, UpstreamError(f"The upstream at {route.base_url} is unreachable: {exc}"), clock, ticket)
-            return
-        async with response:
-            record["status"] = response.status
-            out_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
-                           if k.lower() not in _RESPONSE_DROP]
-            out_headers.append((b"helicone-id", request_id.encode()))
-            if ticket is not None:
-                out_headers += ticket.headers
-            if response.content_type == "text/event-stream":
-                if ticket is not None and ticket.remaining is not None:
-                    out_headers.append((BUDGET_HEADER, _usd(ticket.remaining)))
-                self.added_latency.observe(pre + time.perf_counter() - answered)
-                await self._relay_stream(receive, send, response, out_headers, record, route, facts, strip_usage, ident, clock, ticket)
-            else:
-                await self._relay_body(send, response, out_headers, record, route, facts, ident, clock, ticket, pre)
+            pre = time.perf_counter() - clock
+            try:
+                response = await self._session.request(
+                    scope["method"], url, headers=headers, data=send_body, allow_redirects=False
+                )
+                answered = time.perf_counter()
+            except asyncio.TimeoutError:
+                await self._fail(send, record, UpstreamTimeout(
+                    f"The upstream did not answer within {self.settings.upstream_timeout:g} s (--upstream-timeout)."
+                ), clock, ticket)
+                return
+            except (aiohttp.ClientError, OSError) as exc:
+                await self._fail(send, record, UpstreamError(f"The upstream at {route.base_url} is unreachable: {exc}"), clock, ticket)
+                return
+            async with response:
+                record["status"] = response.status
+                out_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
+                               if k.lower() not in _RESPONSE_DROP]
+                out_headers.append((b"helicone-id", request_id.encode()))
+                if ticket is not None:
+                    out_headers += ticket.headers
+                if response.content_type == "text/event-stream":
+                    if ticket is not None and ticket.remaining is not None:
+                        out_headers.append((BUDGET_HEADER, _usd(ticket.remaining)))
+                    self.added_latency.observe(pre + time.perf_counter() - answered)
+                    await self._relay_stream(receive, send, response, out_headers, record, route, facts, strip_usage, ident, clock, ticket)
+                else:
+                    await self._relay_body(send, response, out_headers, record, route, facts, ident, clock, ticket, pre)
+        finally:
+            # Whatever happened above (a bug, a cancelled task), never leave budget reserved.
+            if ticket is not None and not ticket.settled and self.guard is not None:
+                self.guard.settle(ticket, record)
 
     async def _relay_body(
         self, send: Send, response: aiohttp.ClientResponse, headers: list[tuple[bytes, bytes]],

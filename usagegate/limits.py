@@ -62,6 +62,7 @@ class Ticket:
     remaining: Decimal | None = None  # budget left after this request's reservation
     cents_keys: list[str] = field(default_factory=list)
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    settled: bool = False
 
 
 @dataclass
@@ -232,7 +233,11 @@ class Guard:
         ticket.remaining = remaining
 
     def settle(self, ticket: Ticket, record: dict[str, Any]) -> Decimal | None:
-        """Replace the reservation with the real cost; returns the budget remaining, if any."""
+        """Replace the reservation with the real cost (once; later calls do nothing); returns the
+        budget remaining, if any."""
+        if ticket.settled:
+            return None
+        ticket.settled = True
         cost: Decimal | None = None
         if ticket.budget_key is not None or ticket.cents_keys:
             usage = Usage(
