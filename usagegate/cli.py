@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -224,20 +225,50 @@ def _register_analytics() -> None:
 _register_analytics()
 
 
-def main() -> None:
+def _parse_errors() -> tuple[type[BaseException], ...]:
+    """Usage-error types of click and of the click copy newer Typer releases vendor."""
     import click
 
+    kinds: list[type[BaseException]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as VendoredClickException
+    except ImportError:  # older Typer uses click itself
+        pass
+    else:
+        kinds.append(VendoredClickException)
+    return tuple(kinds)
+
+
+def _abort_errors() -> tuple[type[BaseException], ...]:
+    import click
+
+    kinds: list[type[BaseException]] = [click.exceptions.Abort]
+    try:
+        from typer._click.exceptions import Abort as VendoredAbort
+    except ImportError:
+        pass
+    else:
+        kinds.append(VendoredAbort)
+    return tuple(kinds)
+
+
+def main() -> None:
     try:
         code = app(standalone_mode=False)
     except UsagegateError as error:
         err_console.print(f"error: {error.message}")
         sys.exit(1)
-    except click.ClickException as error:
-        error.show()
-        sys.exit(error.exit_code)
-    except click.exceptions.Abort:
+    except _parse_errors() as error:
+        error.show()  # type: ignore[attr-defined]
+        sys.exit(error.exit_code)  # type: ignore[attr-defined]
+    except _abort_errors():
         err_console.print("aborted")
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as error:  # a bug: still a message, with the way to the details
+        if os.environ.get("USAGEGATE_DEBUG"):
+            raise
+        err_console.print(f"error: unexpected {type(error).__name__}: {error} (set USAGEGATE_DEBUG=1 for the traceback)")
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

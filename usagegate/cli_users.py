@@ -113,6 +113,8 @@ def export(
     output: Path = typer.Option(..., "--output", "-o", help="File to write."),
 ) -> None:
     """Per-user billing rows (exact decimals) for a period, as CSV or Parquet."""
+    if format not in ("csv", "parquet"):
+        raise UsagegateError(f"--format must be csv or parquet, not {format!r}.")
     client = ApiClient(url, key)
     params = [(k, v) for k, v in (("from", start), ("to", end), ("format", format)) if v]
     response = client.get("/api/export", params)
