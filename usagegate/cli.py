@@ -243,12 +243,9 @@ def _abort_errors() -> tuple[type[BaseException], ...]:
     import click
 
     kinds: list[type[BaseException]] = [click.exceptions.Abort]
-    try:
-        from typer._click.exceptions import Abort as VendoredAbort
-    except ImportError:
-        pass
-    else:
-        kinds.append(VendoredAbort)
+    vendored = getattr(typer, "Abort", None)  # newer Typer raises its own Abort
+    if isinstance(vendored, type) and issubclass(vendored, BaseException):
+        kinds.append(vendored)
     return tuple(kinds)
 
 
