@@ -72,7 +72,7 @@ class UsagegateApp:
         if scope["type"] == "http" and scope["path"].startswith("/_worker/") and is_internal(scope):
             await worker_routes.handle(scope, send, spent=self._spent, metrics=self._local_metrics)
             return
-        await self.api(scope, receive, send)
+        await self.api(scope, receive, send)  # type: ignore[arg-type]  # our ASGI aliases use dict
 
     async def _local_metrics(self) -> bytes:
         return metrics.local_json(self.gateway, self.ctx.spool if self.ctx else None)

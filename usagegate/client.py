@@ -23,7 +23,7 @@ class ApiClient:
 
     def get(self, path: str, params: list[tuple[str, str]] | None = None) -> httpx.Response:
         try:
-            response = self._client.get(path, params=params)
+            response = self._client.get(path, params=params)  # type: ignore[arg-type]  # list is invariant
         except httpx.TransportError as exc:
             raise UsagegateError(
                 f"Cannot reach the gateway at {self.url} ({exc.__class__.__name__}); is `usagegate serve` running? "

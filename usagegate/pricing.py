@@ -201,7 +201,7 @@ def _load(provider: str, model_ref: str) -> _Entry | None:
         upcoming = [
             c.constraint.start_date
             for c in model.prices
-            if c.constraint is not None and c.constraint.start_date > now.date()
+            if isinstance(c.constraint, types.StartDateConstraint) and c.constraint.start_date > now.date()
         ]
         valid_until = (
             datetime.combine(min(upcoming), datetime.min.time(), UTC).timestamp() if upcoming else float("inf")

@@ -102,7 +102,7 @@ def _coerce(values: dict[str, object]) -> Settings:
             elif name == "data_dir":
                 out[name] = Path(str(value))
             elif name == "allowed_targets":
-                items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[arg-type]
+                items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
                 out[name] = tuple(normalise_base(t) for t in items if t.strip())
             elif name in ("openai_base_url", "anthropic_base_url"):
                 url = str(value).rstrip("/")

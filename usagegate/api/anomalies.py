@@ -19,14 +19,17 @@ router = APIRouter()
 
 
 def window(start: str | None, end: str | None) -> TimeRange:
-    begin = parse_time(start, "from") if start else None
-    finish = parse_time(end, "to") if end else None
-    if begin is None and finish is None:  # absent or empty: today
+    given_begin = parse_time(start, "from") if start else None
+    given_finish = parse_time(end, "to") if end else None
+    if given_begin is None and given_finish is None:  # absent or empty: today
         return detect.today()
-    if begin is None:
-        begin = finish - detect.DAY  # type: ignore[operator]
-    if finish is None:
-        finish = begin + detect.DAY
+    if given_begin is None:
+        assert given_finish is not None
+        finish = given_finish
+        begin = finish - detect.DAY
+    else:
+        begin = given_begin
+        finish = given_finish if given_finish is not None else begin + detect.DAY
     if finish <= begin:
         raise bad_param("to", "'to' must be after 'from'.")
     if finish - begin > 92 * detect.DAY:

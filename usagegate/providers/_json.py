@@ -20,7 +20,7 @@ try:
 except ImportError:  # pragma: no cover - orjson is a declared dependency
     import json
 
-    _loads = json.loads
+    _loads = json.loads  # type: ignore[assignment]
 
     def dumps(obj: Any) -> bytes:
         """Compact JSON bytes, key order kept."""

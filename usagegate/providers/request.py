@@ -56,7 +56,7 @@ def request_facts(provider: str, path: str, body: bytes) -> RequestFacts:
     if provider == "anthropic":
         metadata = obj.get("metadata")
         user = metadata.get("user_id") if isinstance(metadata, dict) else None
-        max_keys = _ANTHROPIC_MAX_KEYS
+        max_keys: tuple[str, ...] = _ANTHROPIC_MAX_KEYS
     else:
         user = obj.get("user")
         max_keys = _OPENAI_MAX_KEYS
