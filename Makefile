@@ -29,7 +29,7 @@ demo: install
 redis:
 	@command -v redis-server >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null)
 
-test: install chromium redis
+test: install chromium redis wrk
 	$(BIN)/python -m pytest -q --durations=25
 
 bench: install wrk
