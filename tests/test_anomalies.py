@@ -63,6 +63,11 @@ def test_only_the_abuser_is_flagged_today_with_reasons(history_gateway: tuple[Ga
     assert Decimal(cost["value"]) > 20 * Decimal(cost["baseline"]) > 0
     assert cost["ratio"] >= 20 and cost["score"] >= 6
     assert "cost today $" in cost["reason"] and "this user's 14-day median of $" in cost["reason"]
+    # The money in a finding is exact: today's cost equals the users table's, to the nano-dollar.
+    today = datetime.now(timezone.utc).date()
+    users = gw.api(key, "/api/users", q=ABUSER, **{"from": today.isoformat(),
+                                                  "to": (today + timedelta(days=1)).isoformat()}).json()
+    assert cost["value"] == users["users"][0]["cost_usd"]
     assert ("requests", "own_baseline") in by_kind
     peers = by_kind[("cost_usd", "plan_peers")]
     assert "other users on plan 'pro'" in peers["reason"] and peers["ratio"] >= 20

@@ -67,11 +67,17 @@ class Usage:
     def answered(self) -> int:
         return self.requests - self.limited
 
+    def daily_cost(self, days: float = 1.0) -> Decimal:
+        """Cost per day, exact: what a finding shows."""
+        return self.cost / Decimal(repr(days))
+
     def metric(self, name: str, days: float = 1.0) -> float:
+        """The metric as a float for the robust statistics (scores, ratios); a finding shows
+        money from `daily_cost`, never from this."""
         if name == "requests":
             return self.requests / days
         if name == "cost_usd":
-            return float(self.cost) / days
+            return float(self.daily_cost(days))
         return self.tokens / self.answered if self.answered else 0.0
 
 
@@ -79,16 +85,16 @@ class Usage:
 class Finding:
     metric: str
     compared_with: str  # "own_baseline" | "plan_peers"
-    value: float
-    baseline: float
+    value: float | Decimal  # Decimal for cost_usd (exact money)
+    baseline: float | Decimal
     ratio: float
     score: float
     reason: str
 
     def as_json(self) -> dict[str, Any]:
-        def render(x: float) -> Any:
-            if self.metric == "cost_usd":
-                return money(Decimal(repr(x)))
+        def render(x: float | Decimal) -> Any:
+            if isinstance(x, Decimal):
+                return money(x)
             if self.metric == "error_rate":
                 return round(x, 4)
             return round(x, 1)
@@ -183,8 +189,9 @@ def _self_findings(usage: Usage, past: list[Usage], days: float, label: str, t: 
         score = (x - med) / spread
         ratio = x / med if med > 0 else math.inf
         if ratio >= t.self_ratio and score >= t.self_score and x - med >= t.min_excess[name]:
-            out.append(Finding(name, "own_baseline", x, med, ratio, score,
-                               f"{_describe(name, label)} {_fmt(name, x)} is {_times(ratio)} {who} of {_fmt(name, med)}"
+            shown, base = _shown(name, x, med, usage.daily_cost(days), [u.daily_cost() for u in active])
+            out.append(Finding(name, "own_baseline", shown, base, ratio, score,
+                               f"{_describe(name, label)} {_fmt(name, shown)} is {_times(ratio)} {who} of {_fmt(name, base)}"
                                f" ({len(active)} active days; robust z {score:.0f})"))
     pooled = Usage(sum(u.requests for u in past), sum(u.limited for u in past), sum(u.errors for u in past))
     finding = _error_finding(usage, pooled, "own_baseline", f"this user's {t.baseline_days}-day rate", label, t)
@@ -211,9 +218,10 @@ def _peer_findings(user: str, usage: Usage, peers: list[Usage], plan: str, prop:
         score = (math.log(max(x, floor)) - log_med) / log_spread
         ratio = x / med if med > 0 else math.inf
         if ratio >= t.peer_ratio and score >= t.peer_score and x - med >= t.min_excess[name]:
-            out.append(Finding(name, "plan_peers", x, med, ratio, score,
-                               f"{_describe(name, label)} {_fmt(name, x)} is {_times(ratio)} {group} of "
-                               f"{_fmt(name, med)} (robust z of log {score:.1f})"))
+            shown, base = _shown(name, x, med, usage.daily_cost(days), [p.daily_cost(days) for p in peers])
+            out.append(Finding(name, "plan_peers", shown, base, ratio, score,
+                               f"{_describe(name, label)} {_fmt(name, shown)} is {_times(ratio)} {group} of "
+                               f"{_fmt(name, base)} (robust z of log {score:.1f})"))
     pooled = Usage(sum(p.requests for p in peers), sum(p.limited for p in peers), sum(p.errors for p in peers))
     finding = _error_finding(usage, pooled, "plan_peers", group.replace("the median", "the pooled rate"), label, t)
     return out + ([finding] if finding else [])
@@ -248,7 +256,16 @@ def _describe(name: str, label: str) -> str:
             "tokens_per_request": f"tokens per request {label}"}[name]
 
 
-def _fmt(name: str, x: float) -> str:
+def _shown(
+    name: str, x: float, med: float, cost: Decimal, costs: list[Decimal]
+) -> tuple[float | Decimal, float | Decimal]:
+    """What a finding shows: money exactly (Decimal median of Decimals), other metrics as scored."""
+    if name == "cost_usd":
+        return cost, statistics.median(costs)
+    return x, med
+
+
+def _fmt(name: str, x: float | Decimal) -> str:
     if name == "cost_usd":
         return f"${x:,.2f}" if x >= 0.1 else f"${x:.4f}"
     if name == "requests":
