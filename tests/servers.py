@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from usagegate.proctree import alive, gateway_processes
+
 PYTHON = sys.executable
 
 
@@ -115,9 +117,31 @@ class GatewayProcess:
             return self.proc.wait(10)
 
     def kill(self) -> None:
+        """SIGKILL every process of the gateway at once, as a power cut would: no drain, no flush."""
         assert self.proc is not None
+        children = list(self.processes().values())
+        self.proc.send_signal(signal.SIGSTOP)  # so it cannot restart the children we kill
+        for pid in children:
+            _signal(pid, signal.SIGKILL)
         self.proc.kill()
         self.proc.wait(10)
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def processes(self) -> dict[int, int]:
+        """{index: pid} of the running gateway's processes: 0 is the store process, 1..N proxies."""
+        assert self.proc is not None
+        return gateway_processes(self.proc.pid)
+
+    @property
+    def proxy_pid(self) -> int:
+        """The (first) proxy worker's pid: the process that answers requests and spools them."""
+        return self.processes()[1]
+
+    @property
+    def store_pid(self) -> int:
+        return self.processes()[0]
 
     def api(self, key: str, path: str, **params: Any) -> httpx.Response:
         return httpx.get(self.url + path, params=params, headers={"Authorization": f"Bearer {key}"}, timeout=30)
@@ -144,6 +168,13 @@ class GatewayProcess:
                 return rows
             time.sleep(0.1)
         raise AssertionError(f"expected {count} records, found {len(rows)}")
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 class RedisServer:

@@ -187,8 +187,7 @@ def test_unwritable_spool_fails_health_and_refuses_then_recovers(tmp_path: Path,
     data_dir = tmp_path / "data"
     gateway = GatewayProcess(data_dir, mock_upstream.url)
     key = create_key(data_dir)
-    assert gateway.proc is not None
-    pid = gateway.proc.pid
+    pid = gateway.proxy_pid  # the process that spools
     try:
         first = chat(gateway, key)
         assert first.status_code == 200

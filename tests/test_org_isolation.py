@@ -97,7 +97,7 @@ def _sign_in(gw: GatewayProcess, key: str) -> httpx.Client:
     client = httpx.Client(base_url=gw.url, timeout=30, follow_redirects=False)
     form = client.get("/login")
     csrf = re.search(r'name="csrf"\s+value="([^"]+)"', form.text) or re.search(r'value="([^"]+)"\s+name="csrf"', form.text)
-    assert csrf, form.text[:500]
+    assert csrf, (form.status_code, form.text[:500])
     answer = client.post("/login", data={"key": key, "csrf": csrf.group(1), "next": "/users"})
     assert answer.status_code == 303
     return client

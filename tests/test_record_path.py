@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from pathlib import Path
 
 import anthropic
 import httpx
@@ -175,3 +176,25 @@ def test_api_requires_a_key(gateway: GatewayProcess) -> None:
     response = httpx.get(gateway.url + "/api/requests")
     assert response.status_code == 401
     assert set(response.json()["error"]) == {"status", "message", "param"}
+
+
+def test_an_upstream_cookie_reaches_its_client_only(tmp_path: Path, mock_upstream: MockUpstream) -> None:
+    # One upstream session serves every client: a cookie set for one (as a CDN in front of a
+    # provider does) must not ride along on the next client's request. The upstream is named by
+    # host name here, since cookie jars ignore cookies from bare IP addresses.
+    named = mock_upstream.url.replace("127.0.0.1", "localhost")
+    gateway = GatewayProcess(tmp_path / "data", named)
+    try:
+        key = create_key(gateway.data_dir)
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "cookie"}]}
+        first = httpx.post(gateway.url + "/v1/chat/completions", json=body, timeout=30,
+                           headers={"Helicone-Auth": f"Bearer {key}", "Authorization": "Bearer sk-a", "X-Mock-Set-Cookie": "7"})
+        assert first.status_code == 200 and first.headers["set-cookie"].startswith("mock_session=7")
+        marker = str(uuid.uuid4())
+        second = httpx.post(gateway.url + "/v1/chat/completions", json={**body, "user": marker}, timeout=30,
+                            headers={"Helicone-Auth": f"Bearer {key}", "Authorization": "Bearer sk-b"})
+        assert second.status_code == 200
+        seen = [r for r in mock_upstream.received() if marker in r["body"]]
+        assert len(seen) == 1 and "cookie" not in seen[0]["headers"]
+    finally:
+        gateway.stop()

@@ -1,4 +1,4 @@
-"""`usagegate serve --workers 2`: one port, two processes, one store owner (DESIGN §7)."""
+"""`usagegate serve --workers 2`: one port, two proxy processes, one store process (DESIGN §7)."""
 
 from __future__ import annotations
 
@@ -44,8 +44,8 @@ def test_every_request_through_either_worker_is_recorded_once(workers) -> None: 
     gateway, key = workers
     ids = [_chat_fresh_connection(gateway, key, "multi", i) for i in range(40)]
     lines = _spool_lines(gateway.data_dir)
-    assert set(lines) == {"w0", "w1"}
-    assert lines["w0"] > 0 and lines["w1"] > 0, lines  # both processes took traffic
+    assert set(lines) == {"w0", "w1", "w2"}  # w0: the store process's (imports), unused here
+    assert lines["w0"] == 0 and lines["w1"] > 0 and lines["w2"] > 0, lines  # both proxies took traffic
     rows = gateway.wait_for_requests(key, 40, timeout=20, user_id="multi")
     assert sorted(r["request_id"] for r in rows) == sorted(ids)
 
@@ -62,7 +62,7 @@ def test_analytics_are_the_same_whichever_worker_answers(workers) -> None:  # ty
         assert response.status_code == 200
         bodies.add(response.text)
         via.add(response.headers.get("x-usagegate-worker", "owner"))
-    assert via == {"owner", "1"}  # both workers answered...
+    assert via == {"1", "2"}  # both workers relayed to the store process...
     assert len(bodies) == 1  # ...the same thing
     assert sorted(r["request_id"] for r in json.loads(bodies.pop())["requests"]) == sorted(ids)
     # Errors keep the /api shape through the relay.
@@ -95,7 +95,7 @@ def test_metrics_cover_every_worker(workers) -> None:  # type: ignore[no-untyped
     pages = [_metrics(gateway) for _ in range(6)]
     for samples in pages:
         requests = {k: v for k, v in samples.items() if k.startswith("usagegate_requests_total{")}
-        assert set(requests) == {'usagegate_requests_total{worker="0"}', 'usagegate_requests_total{worker="1"}'}
+        assert set(requests) == {'usagegate_requests_total{worker="1"}', 'usagegate_requests_total{worker="2"}'}
         assert sum(requests.values()) >= 10 and min(requests.values()) > 0
         count = sum(v for k, v in samples.items() if k.startswith("usagegate_added_latency_seconds_count"))
         inf = sum(v for k, v in samples.items() if k.startswith("usagegate_added_latency_seconds_bucket") and 'le="+Inf"' in k)
@@ -114,7 +114,7 @@ def test_sigterm_drains_every_workers_spool(workers, mock_upstream: MockUpstream
     data_dir = gateway.data_dir
     ids = [_chat_fresh_connection(gateway, key, "drain", i) for i in range(30)]
     assert gateway.stop() in (0, -signal.SIGTERM)
-    for directory in (data_dir / "spool").glob("w*"):
+    for directory in (data_dir / "spool").glob("w[12]"):  # the proxies' spools (w0 holds imports only)
         checkpoint = json.loads((directory / "checkpoint.json").read_text())
         segment = directory / f"{checkpoint['segment']:010d}.log"
         assert checkpoint["pending"] is None and checkpoint["offset"] == segment.stat().st_size, directory.name

@@ -81,7 +81,7 @@ class AlertEvaluator:
 
     def start(self) -> None:
         connector = aiohttp.TCPConnector(resolver=_CheckedResolver(self._allow_private), use_dns_cache=False, limit=20)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=TIMEOUT)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=TIMEOUT, cookie_jar=aiohttp.DummyCookieJar())
         self._task = asyncio.create_task(self._run(), name="alert-evaluator")
 
     async def stop(self) -> None:

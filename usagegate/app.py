@@ -1,7 +1,9 @@
-"""create_app(settings): one ASGI app that sends proxy paths to the Gateway and the rest to /api.
+"""create_app(settings): the store process's ASGI app — /api, the dashboard, /metrics.
 
-The lifespan opens the config store, the spool, the log store and the batch writer, and on
-shutdown (SIGTERM) drains the spool into the store before exiting (DESIGN §3).
+It runs in process 0 of `usagegate serve` (supervisor.py) and is reached through the proxy
+workers, which relay every non-proxy request over its Unix socket. The lifespan opens the config
+store, the log store and one batch writer per spool, and on shutdown (SIGTERM, after the proxy
+workers have stopped) drains every spool into the store before exiting (DESIGN §3).
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import threading
 from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal
@@ -21,15 +22,13 @@ from fastapi.responses import JSONResponse
 
 import orjson
 
-from usagegate import api, metrics, tokenizer, web
+from usagegate import api, metrics, web
 from usagegate.config_db import ConfigDB, KeyRing
 from usagegate.context import AppContext
-from usagegate.gateway import Gateway, Receive, Scope, Send, is_proxy_path
+from usagegate.gateway import Receive, Scope, Send
 from usagegate.alert_evaluator import AlertEvaluator
 from usagegate.api.params import ch_time
 from usagegate.ingest import Ingest
-from usagegate.limits import Guard
-from usagegate.logpipe import Spool
 from usagegate.errors import StoreUnavailable
 from usagegate.owner_link import OwnerLink, is_internal
 from usagegate.price_overrides import PriceOverrides
@@ -37,21 +36,21 @@ from usagegate.pricing import Pricer
 from usagegate.settings import Settings
 from usagegate.store import Store
 from usagegate import worker_routes
-from usagegate.redis_counters import counters_for
-from usagegate.writers import WriterSet, spool_dir
+from usagegate.logpipe import Spool
+from usagegate.writers import WriterSet, store_spool_dir
 
 log = logging.getLogger("usagegate")
 
 
 class UsagegateApp:
-    """The ASGI entry point. Proxy traffic skips FastAPI entirely (it costs ~48% of throughput)."""
+    """The store process's ASGI entry point: FastAPI for /api and the dashboard, plus the
+    internal routes the proxy workers call."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.ctx: AppContext | None = None
-        self.gateway: Gateway | None = None
         self._spent: Any = None
-        self._links = OwnerLink(settings.data_dir)  # to the other workers (--workers), for /metrics
+        self._links = OwnerLink(settings.data_dir)  # to the proxy workers, for /metrics
         self.api = FastAPI(title="usagegate", version="0.1.0",
                            lifespan=self._lifespan)
         api.install_error_handlers(self.api)
@@ -61,11 +60,6 @@ class UsagegateApp:
         web.install(self.api)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.gateway is not None and (
-            is_proxy_path(scope["path"]) or _has_target_header(scope)
-        ):
-            await self.gateway(scope, receive, send)
-            return
         if scope["type"] == "http" and scope["path"] == "/metrics":
             await self._metrics(send)
             return
@@ -74,13 +68,21 @@ class UsagegateApp:
             return
         await self.api(scope, receive, send)  # type: ignore[arg-type]  # our ASGI aliases use dict
 
+    async def notify_proxies(self) -> None:
+        """Have every proxy worker re-read keys, limits and prices now (the API just changed them)."""
+        for index in range(1, self.settings.workers + 1):
+            try:
+                await self._links.get(index, "/_worker/refresh")
+            except StoreUnavailable:
+                continue  # a worker restarting reads everything when it starts
+
     async def _local_metrics(self) -> bytes:
-        return metrics.local_json(self.gateway, self.ctx.spool if self.ctx else None)
+        return metrics.local_json(None, None)  # no proxy traffic here
 
     async def _metrics(self, send: Send) -> None:
-        """One page for every worker: this process's counters plus each other worker's."""
-        workers = {"0": metrics.local_snapshot(self.gateway, self.ctx.spool if self.ctx else None)}
-        for index in range(1, self.settings.workers):
+        """One page for the gateway: each proxy worker's counters plus the store's."""
+        workers: dict[str, dict[str, Any]] = {}
+        for index in range(1, self.settings.workers + 1):
             try:
                 workers[str(index)] = orjson.loads(await self._links.get(index, "/_worker/metrics"))
             except StoreUnavailable:
@@ -95,56 +97,44 @@ class UsagegateApp:
         await send({"type": "http.response.body", "body": body})
 
     async def _health(self, request: Request) -> JSONResponse:
-        assert self.ctx is not None
-        if not self.ctx.spool.probe():
-            return JSONResponse({"status": "unhealthy", "reason": f"spool not writable: {self.ctx.spool.last_error}"},
-                                  status_code=503)
+        # The proxy workers answer /health on the port (their spool is what takes requests);
+        # this one is what they and the supervisor ask over the socket: is the store process up.
         return JSONResponse({"status": "ok"})
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        # The first estimated stream would otherwise load the encoding on the event loop (0.3-2 s
-        # here); a thread keeps it off startup too (the gateway restarts fast after a crash).
-        threading.Thread(target=tokenizer.warm_up, name="tokenizer-warm-up", daemon=True).start()
         config = ConfigDB(settings.data_dir)
         keyring = KeyRing(config)
-        spool = Spool(spool_dir(settings.data_dir, settings.worker_index), fsync_interval=settings.fsync_interval)
         store = Store.open(settings.store, settings.data_dir, body_ttl_days=settings.body_ttl_days)
-        pricer = Pricer()
+        # Records that arrive here (POST /api/import) are spooled like proxied ones, in a spool of
+        # this process's own that the writers below pick up with the proxies' spools.
+        spool = Spool(store_spool_dir(settings.data_dir), fsync_interval=settings.fsync_interval)
         # This process owns the store: it writes every spool in the data dir (usagegate/writers.py).
-        writers = WriterSet(settings.data_dir, Ingest(store, pricer, PriceOverrides(settings.data_dir)),
+        writers = WriterSet(settings.data_dir, Ingest(store, Pricer(), PriceOverrides(settings.data_dir)),
                             workers=settings.workers, interval=settings.flush_interval)
-        writer = writers.writer_for(spool.directory)
-        # Replay what a previous run left in the spool before serving, so budgets see it
-        # (unless the store is down: then the proxy serves and the writer catches up later).
+        # Replay what a previous run left in the spools before serving, so budgets see it
+        # (unless the store is down: then the proxies serve and the writers catch up later).
         if store.ready:
             writers.drain(timeout=60)
         writers.start()
         app.state.writers = writers
-        self.ctx = AppContext(settings, config, keyring, spool, store, writer)
+        app.state.notify_proxies = self.notify_proxies
+        self.ctx = AppContext(settings, config, keyring, spool, store, writers)
         app.state.ctx = self.ctx
-        guard = Guard(settings.data_dir, pricer, _spent_loader(store), counters_for(settings.redis_url))
-        app.state.guard = guard
         self._spent = _spent_loader(store)
-        self.gateway = Gateway(settings, keyring, spool, guard)
-        await self.gateway.startup()
-        refresher = asyncio.create_task(self._refresh(keyring, guard))
+        refresher = asyncio.create_task(self._refresh(keyring))
         evaluator = AlertEvaluator(settings, store)
         evaluator.start()
-        # Startup left ~150k long-lived objects (chDB, pyarrow, FastAPI) that every full collection
-        # walked, and the default gen-0 threshold (700) ran a collection every ~15 proxied requests:
-        # ~6% of the event loop's time under load (gc.callbacks timing). Freeze what exists and
-        # collect rarely; per-request garbage is nearly all freed by reference counting anyway.
+        # chDB, pyarrow and FastAPI leave ~150k long-lived objects that every full collection
+        # would walk: freeze what exists at start.
         gc.freeze()
-        gc.set_threshold(10_000, 10, 10)
         try:
             yield
         finally:
             refresher.cancel()
             await evaluator.stop()
-            await self.gateway.shutdown()
             writers.stop()
             spool.close()
             if not writers.drain(timeout=60 if store.ready else 3):
@@ -153,12 +143,11 @@ class UsagegateApp:
             store.close()
             config.close()
 
-    async def _refresh(self, keyring: KeyRing, guard: Guard) -> None:
-        # Revocations and limit changes from the CLI or API take effect within a second.
+    async def _refresh(self, keyring: KeyRing) -> None:
+        # Keys created or revoked by the CLI take effect on /api within a second.
         while True:
             await asyncio.sleep(0.5)
             keyring.refresh()
-            guard.refresh()
 
 
 def _spent_loader(store: Store) -> Any:
@@ -172,9 +161,6 @@ def _spent_loader(store: Store) -> Any:
 
     return spent
 
-
-def _has_target_header(scope: Scope) -> bool:
-    return any(name == b"helicone-target-url" for name, _ in scope["headers"])
 
 
 def create_app(settings: Settings) -> Any:

@@ -22,6 +22,7 @@ import httpx
 import numpy as np
 import pyarrow as pa
 
+from usagegate.proctree import gateway_processes
 from usagegate.ingest import SCHEMA
 
 MODELS = [("openai", "gpt-4o-mini", 60, 15), ("openai", "gpt-4o", 250, 1000), ("openai", "o3-mini", 110, 440),
@@ -176,7 +177,9 @@ def run_scale(console: Any, *, sizes: tuple[int, ...] = (1_000_000, 10_000_000),
                     timings = time_api(f"http://127.0.0.1:{port}", key, users=users)
                 result[f"users_query_ms_{label}"] = round(timings["users_query_ms"], 1)
                 result[f"user_detail_ms_{label}"] = round(timings["user_detail_ms"], 1)
-                result[f"rss_mb_{label}"] = round(rss_mb(gateway.pid))
+                processes = gateway_processes(gateway.pid)  # the store process holds the data; the proxy is small
+                result[f"rss_mb_{label}"] = round(rss_mb(processes[0]))
+                result[f"proxy_rss_mb_{label}"] = round(rss_mb(processes[1]))
             finally:
                 gateway.stop()
     finally:

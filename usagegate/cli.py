@@ -49,12 +49,12 @@ def serve(
     body_ttl_days: int = typer.Option(30, help="Delete stored bodies after this many days."),
     alert_interval: Optional[float] = typer.Option(None, help="Seconds between alert rule evaluations (env USAGEGATE_ALERT_INTERVAL, default 10)."),
     allow_private_webhooks: bool = typer.Option(False, "--allow-private-webhooks", help="Allow alert webhooks to private/loopback addresses (env USAGEGATE_ALLOW_PRIVATE_WEBHOOKS)."),
-    workers: Optional[int] = typer.Option(None, help="Proxy processes sharing the port; worker 0 owns the store (env USAGEGATE_WORKERS, default 1)."),
+    workers: Optional[int] = typer.Option(None, help="Proxy processes sharing the port, beside the one store process (env USAGEGATE_WORKERS, default 1)."),
     redis: Optional[str] = typer.Option(None, help="redis://host:6379/0: limit counters shared by every worker and machine (env USAGEGATE_REDIS)."),
 ) -> None:
-    """Run the gateway (proxy, API): one process by default, --workers N for more cores."""
-    from usagegate import serving
+    """Run the gateway: a proxy process and a store process (API, dashboard); --workers N proxies."""
     from usagegate.settings import settings_from
+    from usagegate.supervisor import Supervisor
 
     settings = settings_from(
         {
@@ -66,21 +66,18 @@ def serve(
             "workers": workers, "redis_url": redis,
         }
     )
-    how = f"{settings.workers} workers" if settings.workers > 1 else "one process"
-    err_console.print(f"usagegate listening on http://{settings.host}:{settings.port} ({how}; data in {settings.data_dir})")
-    if settings.workers > 1:
-        from usagegate.supervisor import Supervisor
-
-        sys.exit(Supervisor(settings).run())
-    serving.run(settings)
+    how = f"{settings.workers} proxy workers" if settings.workers > 1 else "one proxy process"
+    err_console.print(f"usagegate listening on http://{settings.host}:{settings.port} ({how} + the store process; "
+                      f"data in {settings.data_dir})")
+    sys.exit(Supervisor(settings).run())
 
 
 @app.command("worker", hidden=True)
 def worker(
-    index: int = typer.Option(..., help="This worker's number (0 owns the store)."),
+    index: int = typer.Option(..., help="This process's number (0: the store process, 1..N: proxy workers)."),
     settings_json: str = typer.Option(..., "--settings", help="The supervisor's settings, as JSON."),
 ) -> None:
-    """One process of `serve --workers N` (started by the supervisor, not by hand)."""
+    """One process of `serve` (started by its supervisor, not by hand)."""
     from dataclasses import replace
 
     from usagegate import serving

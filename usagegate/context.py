@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from usagegate.config_db import ConfigDB, KeyRing
-from usagegate.logpipe import BatchWriter, Spool
+from usagegate.logpipe import Spool
 from usagegate.settings import Settings
 from usagegate.store import Store
+from usagegate.writers import WriterSet
 
 
 @dataclass
@@ -15,6 +16,6 @@ class AppContext:
     settings: Settings
     config: ConfigDB
     keyring: KeyRing
-    spool: Spool
+    spool: Spool  # the store process's own (records POSTed to /api/import)
     store: Store
-    writer: BatchWriter
+    writers: WriterSet

@@ -88,7 +88,10 @@ class Gateway:
 
     async def startup(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True, timeout=self._timeout)
+        # No cookie jar: one session serves every client, so a cookie an upstream (or the CDN in
+        # front of it) sets for one client must never ride along on another client's request.
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True, timeout=self._timeout,
+                                              cookie_jar=aiohttp.DummyCookieJar())
 
     async def shutdown(self) -> None:
         if self._session is not None:

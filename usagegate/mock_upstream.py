@@ -25,6 +25,7 @@ Request headers that change the answer (names are case-insensitive):
 - `X-Mock-Cached-Tokens: N`    report N cached / cache-read prompt tokens (capped at the prompt)
 - `X-Mock-Cache-Creation-Tokens: N`  Anthropic: report N cache-write tokens
 - `X-Mock-Reasoning-Tokens: N` OpenAI: report N reasoning tokens, counted in the completion tokens
+- `X-Mock-Set-Cookie: N`       add `Set-Cookie: mock_session=N; Path=/` to the answer
 
 Introspection: `GET /_mock/requests` lists the last 200 requests (method, path, query, headers
 with lowercase names, body as text); `DELETE /_mock/requests` clears the list.
@@ -46,7 +47,7 @@ import time
 from array import array
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import httptools
@@ -620,6 +621,10 @@ class MockUpstream:
             if "chunk-delay-ms" in m:
                 reply.chunk_delay_s = m["chunk-delay-ms"] / 1000
             reply.break_after = m.get("break-after")
+            if "set-cookie" in m:  # as a CDN in front of a provider does (e.g. __cf_bm)
+                if not reply.stamped:
+                    reply = replace(reply)
+                reply.headers = (*reply.headers, (b"set-cookie", b"mock_session=%d; Path=/" % m["set-cookie"]))
         return reply
 
     def _route(self, req: Request) -> Reply:

@@ -1,6 +1,7 @@
-"""Loopback between `--workers`: each worker also listens on a Unix socket in the data dir.
+"""Loopback between the gateway's processes: each listens on a Unix socket in the data dir.
 
-Only worker 0 (the owner) has the store. The other workers send it, over its socket:
+Only process 0 (the store process, "the owner") has the store. The proxy workers send it, over
+its socket:
 - every non-proxy request (`/api/*`, the dashboard, `/docs`): relayed as is, streamed back, so
   analytics are the same whichever worker a client reaches;
 - `GET /_worker/spent`: a user's spend in a period, which budgets need once per period.
@@ -12,6 +13,7 @@ owner), never on the TCP port.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import tempfile
 from datetime import datetime
@@ -30,6 +32,7 @@ Scope = dict[str, Any]
 _HOP_BY_HOP = frozenset({b"host", b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
                          b"proxy-connection"})
 _MAX_SUN_PATH = 100  # sockaddr_un holds 108 bytes on Linux
+STORE_PROCESS = 0  # the index of the process that owns the store; proxy workers are 1..N
 
 
 def socket_path(data_dir: Path, index: int) -> Path:
@@ -62,7 +65,9 @@ class OwnerLink:
         if session is None or session.closed:
             connector = aiohttp.UnixConnector(path=str(socket_path(self._data_dir, index)), limit=64)
             # No decompression: bodies are relayed byte for byte with their content-encoding.
-            session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+            # No cookie jar: the relay carries every client's dashboard session cookie; a jar
+            # would replay one client's sign-in on the next client's requests.
+            session = aiohttp.ClientSession(connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
                                             timeout=aiohttp.ClientTimeout(total=None, connect=5, sock_read=300))
             self._sessions[index] = session
         return session
@@ -114,6 +119,17 @@ class OwnerLink:
                 return data
         except (aiohttp.ClientError, OSError) as exc:
             raise StoreUnavailable(f"worker {index} is not reachable: {exc}") from exc
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait (bounded) until the store process answers /health; True when it does."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                await self.get(self._owner, "/health")
+                return True
+            except StoreUnavailable:
+                await asyncio.sleep(0.05)
+        return False
 
     async def spent(self, org_id: str, user_id: str, start: datetime, end: datetime) -> Decimal:
         data = await self.get(self._owner, "/_worker/spent", {

@@ -1,7 +1,9 @@
-"""Run one server process: the single gateway, or worker i of `--workers N` (see supervisor.py).
+"""Run one process of the gateway (see supervisor.py): the store process or proxy worker i.
 
-Workers share the TCP port with SO_REUSEPORT (the kernel spreads connections across them) and
-each also listens on its own Unix socket in the data dir for the loopback between workers.
+Process 0 owns the log store (the batch writers, analytics, the dashboard) and listens only on
+its Unix socket in the data dir. Proxy workers 1..N share the TCP port with SO_REUSEPORT (the
+kernel spreads connections across them) and each also listens on its own Unix socket for the
+loopback between processes.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import socket
 from typing import Any
 
 from usagegate.errors import ConfigError
-from usagegate.owner_link import socket_path
+from usagegate.owner_link import STORE_PROCESS, socket_path
 from usagegate.settings import Settings
 
 UVICORN_OPTIONS: dict[str, Any] = dict(
@@ -23,24 +25,25 @@ UVICORN_OPTIONS: dict[str, Any] = dict(
 
 
 def build_app(settings: Settings) -> Any:
-    if settings.worker_index:
-        from usagegate.worker_app import ProxyWorkerApp
+    if settings.worker_index == STORE_PROCESS:
+        from usagegate.app import create_app
 
-        return ProxyWorkerApp(settings)
-    from usagegate.app import create_app
+        return create_app(settings)
+    from usagegate.worker_app import ProxyWorkerApp
 
-    return create_app(settings)
+    return ProxyWorkerApp(settings)
 
 
 def run(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT (then drain, as the lifespan says)."""
     import uvicorn
 
-    app = build_app(settings)
     if settings.worker_index is None:
-        uvicorn.run(app, host=settings.host, port=settings.port, **UVICORN_OPTIONS)
-        return
-    sockets = [_tcp_socket(settings.host, settings.port), _unix_socket(settings)]
+        raise ConfigError("serving.run needs a process index (0: the store, 1..N: proxy workers).")
+    app = build_app(settings)
+    sockets = [_unix_socket(settings)]
+    if settings.worker_index != STORE_PROCESS:
+        sockets.insert(0, _tcp_socket(settings.host, settings.port))
     server = uvicorn.Server(uvicorn.Config(app, **UVICORN_OPTIONS))
     server.run(sockets=sockets)
 

@@ -31,7 +31,7 @@ class Settings:
     alert_interval: float = 10.0
     allow_private_webhooks: bool = False
     extra: dict[str, str] = field(default_factory=dict)
-    # --workers N: N proxy processes on one port; worker 0 owns the store (docs/scaling.md).
+    # --workers N: N proxy processes on one port, beside the store process (docs/scaling.md).
     workers: int = 1
     worker_index: int | None = None  # set in worker processes only
     # Shared limit counters for several processes/machines (`redis://host:6379/0`); "" = in-process.

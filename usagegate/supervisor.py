@@ -1,10 +1,15 @@
-"""`usagegate serve --workers N`: start, watch and stop N worker processes on one port.
+"""`usagegate serve [--workers N]`: start, watch and stop the gateway's processes.
 
-Worker 0 owns the store (writes every worker's spool, serves analytics) and starts first; the
-others start once its socket answers. On SIGTERM/SIGINT the proxy-only workers stop first (each
-finishes its in-flight requests and closes its spool), then the owner, which drains every spool
-into the store before it exits — so a clean stop leaves nothing behind. A worker that dies is
-restarted (its spool is still there; the owner picks it up).
+Process 0 owns the store: it moves every proxy worker's spool into the store and serves
+analytics and the dashboard, on its Unix socket only. Proxy workers 1..N share the TCP port and
+answer /health once the store process answers too. The proxy never runs store work itself: a chDB
+insert and the Arrow conversion before it took the proxy's core and GIL for tens of ms every
+flush, which was most of its p99 (docs/performance.md).
+
+On SIGTERM/SIGINT the proxy workers stop first (each finishes its in-flight requests and closes
+its spool), then the store process, which drains every spool into the store before it exits — so
+a clean stop leaves nothing behind. A process that dies is restarted (a proxy's spool is still
+there; the store process picks it up).
 """
 
 from __future__ import annotations
@@ -51,14 +56,14 @@ class Supervisor:
         with httpx.Client(transport=httpx.HTTPTransport(uds=str(path)), timeout=2) as client:
             while time.monotonic() < deadline:
                 if self.procs[0].poll() is not None:
-                    raise UsagegateError(f"worker 0 (the store owner) exited with code {self.procs[0].returncode}.")
+                    raise UsagegateError(f"the store process exited with code {self.procs[0].returncode}.")
                 try:
                     if client.get("http://owner/health").status_code == 200:
                         return
                 except httpx.HTTPError:
                     pass
                 time.sleep(0.1)
-        raise UsagegateError(f"worker 0 did not become ready within {STARTUP_TIMEOUT:.0f} s.")
+        raise UsagegateError(f"the store process did not become ready within {STARTUP_TIMEOUT:.0f} s.")
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
@@ -66,16 +71,17 @@ class Supervisor:
     def run(self) -> int:
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.WARNING, format="usagegate: %(message)s")
-        if not self.settings.redis_url:
+        if self.settings.workers > 1 and not self.settings.redis_url:
             log.warning("%d workers without --redis: each worker enforces limits and budgets on its own traffic "
                         "(see docs/scaling.md)", self.settings.workers)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         try:
-            self._spawn(0)
-            self._wait_owner()
-            for index in range(1, self.settings.workers):
+            # All at once: each proxy worker waits for the store process before it reports
+            # healthy, and we fail fast here if the store process cannot start at all.
+            for index in range(self.settings.workers + 1):
                 self._spawn(index)
+            self._wait_owner()
             while not self._stopping:
                 time.sleep(0.2)
                 self._watch()
@@ -92,11 +98,12 @@ class Supervisor:
             self._restarts[index] = recent
             if len(recent) > MAX_RESTARTS:
                 raise UsagegateError(f"worker {index} keeps exiting (code {proc.returncode}); stopping.")
-            log.error("worker %d exited with code %s; restarting it", index, proc.returncode)
+            log.error("%s exited with code %s; restarting it", "the store process" if index == 0 else f"worker {index}",
+                      proc.returncode)
             self._spawn(index)
 
     def stop(self) -> None:
-        """Stop the proxy-only workers, then the owner (which drains every spool)."""
+        """Stop the proxy workers, then the store process (which drains every spool)."""
         self._stopping = True
         others = [p for i, p in self.procs.items() if i != 0]
         for group in (others, [self.procs[0]] if 0 in self.procs else []):

@@ -1,18 +1,21 @@
-"""A proxy-only worker of `usagegate serve --workers N` (workers 1..N-1; worker 0 is `app.py`'s).
+"""A proxy worker of `usagegate serve` (workers 1..N; process 0 is the store process, `app.py`).
 
-It proxies and spools to its own `<data>/spool/w<i>` exactly like the single process, with no
-store of its own (the embedded store opens in one process only). Everything else — `/api/*`,
-the dashboard, `/metrics` — is relayed to the owner over its Unix socket (`owner_link.py`).
+It proxies and spools (to `<data>/spool`, or `<data>/spool/w<i>` with several workers) and does
+no store work at all: the embedded store opens in one process only, and the store's inserts would
+take this process's core and GIL from the requests. Everything else — `/api/*`, the dashboard,
+`/metrics` — is relayed to the store process over its Unix socket (`owner_link.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import threading
 
 import orjson
 
-from usagegate import metrics, worker_routes
+from usagegate import metrics, tokenizer, worker_routes
 from usagegate.config_db import ConfigDB, KeyRing
 from usagegate.gateway import Gateway, Receive, Scope, Send, is_proxy_path
 from usagegate.limits import Guard
@@ -25,14 +28,18 @@ from usagegate.writers import spool_dir
 
 log = logging.getLogger("usagegate.worker")
 
+STORE_WAIT_S = 120.0
+
 
 class ProxyWorkerApp:
     def __init__(self, settings: Settings) -> None:
-        assert settings.worker_index, "worker 0 owns the store and runs the full app"
+        assert settings.worker_index, "process 0 owns the store and runs app.py's app"
         self.settings = settings
         self.gateway: Gateway | None = None
         self.spool: Spool | None = None
         self.owner = OwnerLink(settings.data_dir, me=settings.worker_index)
+        self._keyring: KeyRing | None = None
+        self._guard: Guard | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -48,9 +55,15 @@ class ProxyWorkerApp:
         elif path.startswith("/_worker/"):
             # Internal routes exist on the Unix socket only; never relay them from the TCP port.
             internal = is_internal(scope)
-            await worker_routes.handle(scope, send, spent=None, metrics=self._render_metrics if internal else None)
+            await worker_routes.handle(scope, send, spent=None, metrics=self._render_metrics if internal else None,
+                                       refresh=self._refresh_config if internal else None)
         else:
             await self.owner.forward(scope, receive, send)
+
+    def _refresh_config(self) -> None:
+        if self._keyring is not None and self._guard is not None:
+            self._keyring.refresh()
+            self._guard.refresh()
 
     async def _render_metrics(self) -> bytes:
         return metrics.local_json(self.gateway, self.spool)
@@ -68,18 +81,32 @@ class ProxyWorkerApp:
         message = await receive()
         assert message["type"] == "lifespan.startup"
         settings = self.settings
+        # The first estimated stream would otherwise load the encoding on the event loop (0.3-2 s
+        # here); a thread keeps it off startup too (a worker restarts fast after a crash).
+        threading.Thread(target=tokenizer.warm_up, name="tokenizer-warm-up", daemon=True).start()
         try:
             config = ConfigDB(settings.data_dir)
             keyring = KeyRing(config)
-            self.spool = Spool(spool_dir(settings.data_dir, settings.worker_index), fsync_interval=settings.fsync_interval)
+            self.spool = Spool(spool_dir(settings.data_dir, settings.worker_index, settings.workers), fsync_interval=settings.fsync_interval)
             guard = Guard(settings.data_dir, Pricer(), self.owner.spent, counters_for(settings.redis_url))
             self.gateway = Gateway(settings, keyring, self.spool, guard)
+            self._keyring, self._guard = keyring, guard
             await self.gateway.startup()
         except Exception as exc:
             log.exception("worker %s failed to start", settings.worker_index)
             await send({"type": "lifespan.startup.failed", "message": str(exc)})
             return
+        # The store process starts beside us (supervisor.py): answer on the port only once /api
+        # works too, so "healthy" means the whole gateway is. Proxying alone would not need it.
+        if not await self.owner.wait_ready(STORE_WAIT_S):
+            log.warning("worker %s: the store process is not answering yet; proxying anyway", settings.worker_index)
         refresher = asyncio.create_task(_refresh(keyring, guard))
+        # Start-up left many long-lived objects (aiohttp, uvicorn, pricing tables) that every full
+        # collection walked, and the default gen-0 threshold (700) ran a collection every ~15
+        # proxied requests: ~6% of the event loop's time under load (gc.callbacks timing). Freeze
+        # what exists and collect rarely; per-request garbage is freed by reference counting.
+        gc.freeze()
+        gc.set_threshold(10_000, 10, 10)
         await send({"type": "lifespan.startup.complete"})
         message = await receive()  # lifespan.shutdown
         refresher.cancel()

@@ -1,9 +1,9 @@
 """Every spool in the data dir, moved into the store by the one process that owns the store.
 
-One process: its spool is `<data>/spool`. With `--workers N`, worker i spools to
-`<data>/spool/w<i>` and worker 0 (the store owner) runs one `BatchWriter` per spool directory.
-The owner always writes *every* spool it finds — the single-process one and each `w<i>` — so
-changing the worker count never strands records in a spool nobody drains.
+One proxy worker spools to `<data>/spool`; with `--workers N`, worker i spools to
+`<data>/spool/w<i>`. The store process runs one `BatchWriter` per spool directory and always
+writes *every* spool it finds — the root one and each `w<i>` — so changing the worker count
+never strands records in a spool nobody drains.
 """
 
 from __future__ import annotations
@@ -22,19 +22,25 @@ from usagegate.logpipe import BatchWriter, InsertFn
 log = logging.getLogger("usagegate.writers")
 
 
-def spool_dir(data_dir: Path, worker_index: int | None) -> Path:
-    """Where a process appends its records: `<data>/spool`, or `<data>/spool/w<i>` for worker i."""
+def spool_dir(data_dir: Path, worker_index: int | None, workers: int = 1) -> Path:
+    """Where proxy worker `worker_index` of `workers` appends its records: `<data>/spool` when it
+    is the only one (or for None), else `<data>/spool/w<i>`."""
     root = data_dir / "spool"
-    return root if worker_index is None else root / f"w{worker_index}"
+    return root if worker_index is None or workers == 1 else root / f"w{worker_index}"
+
+
+def store_spool_dir(data_dir: Path) -> Path:
+    """The store process's own spool (records POSTed to /api/import): `w0`, process 0's."""
+    return data_dir / "spool" / "w0"
 
 
 def spool_dirs(data_dir: Path, workers: int = 1) -> list[Path]:
-    """The root spool, `w0..w<workers-1>` (created), and any other `w<i>` left by earlier runs."""
+    """The root spool, `w1..w<workers>` (created), and any other `w<i>` left by earlier runs."""
     root = data_dir / "spool"
     root.mkdir(parents=True, exist_ok=True)
     dirs = {root}
     if workers > 1:
-        for i in range(workers):
+        for i in range(1, workers + 1):
             (root / f"w{i}").mkdir(exist_ok=True)
     for child in root.iterdir():
         if child.is_dir() and child.name.startswith("w") and child.name[1:].isdigit():
@@ -59,9 +65,6 @@ class WriterSet:
         for directory in spool_dirs(data_dir, workers):
             fn = insert if directory == root else _prefixed(insert, directory.name)
             self.writers[directory] = BatchWriter(directory, fn, interval=interval)
-
-    def writer_for(self, directory: Path) -> BatchWriter:
-        return self.writers[directory]
 
     def start(self) -> None:
         for writer in self.writers.values():

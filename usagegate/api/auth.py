@@ -20,3 +20,11 @@ def org_of(request: Request) -> str:
     if org is None:
         raise ApiError(401, "Missing or invalid usagegate key: send 'Authorization: Bearer <key>'.")
     return org
+
+
+async def config_changed(request: Request) -> None:
+    """The proxy workers would notice within a second; telling them now makes the API's answer
+    true at once (a limit set by a 200 is enforced on the next request)."""
+    notify = getattr(request.app.state, "notify_proxies", None)
+    if notify is not None:
+        await notify()

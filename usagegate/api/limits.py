@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
 
-from usagegate.api.auth import context, org_of
+from usagegate.api.auth import config_changed, context, org_of
 from usagegate.api.params import ApiError, bad_param, money, parse_money
 from usagegate.config_db import delete_limit, get_limit, set_limit
 
@@ -33,13 +33,6 @@ def _render(kind: str, name: str, row: dict[str, Any]) -> dict[str, Any]:
         "period": row["period"] or ("month" if budget is not None else None),
         "requests_per_minute": row["requests_per_minute"],
     }
-
-
-def _limits_changed(request: Request) -> None:
-    # The gateway would notice within a second; refreshing now makes the API's answer true at once.
-    guard = getattr(request.app.state, "guard", None)
-    if guard is not None:
-        guard.refresh()
 
 
 def parse_limit_body(body: Any) -> tuple[str | None, str | None, int | None]:
@@ -72,7 +65,7 @@ async def put_limit(kind: str, name: str, request: Request, body: Any = Body(...
     budget, period, rpm = parse_limit_body(body)
     conn = context(request).config.conn
     set_limit(conn, org, scope, name, budget, period, rpm)
-    _limits_changed(request)
+    await config_changed(request)
     return _render(kind, name, {"budget_usd": budget, "period": period, "requests_per_minute": rpm})
 
 
@@ -92,7 +85,7 @@ async def remove_limit(kind: str, name: str, request: Request, org: str = Depend
     scope = _scope(kind)
     if not delete_limit(context(request).config.conn, org, scope, name):
         raise ApiError(404, f"No limits set for {scope} {name!r}.", "name")
-    _limits_changed(request)
+    await config_changed(request)
     return {"deleted": True, "scope": scope, "name": name}
 
 

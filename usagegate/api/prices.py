@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
 
-from usagegate.api.auth import context, org_of
+from usagegate.api.auth import config_changed, context, org_of
 from usagegate.api.params import ApiError, bad_param, money, parse_money
 from usagegate.price_overrides import FIELDS, PriceRow, delete_price, get_price, list_prices, reprice, set_price
 from usagegate.pricing import PriceOverride
@@ -94,6 +94,7 @@ async def put_price(model: str, request: Request, body: Any = Body(...), org: st
     repriced = await ctx.store.acall(reprice, ctx.store, org, model, override)
     row = get_price(ctx.config.conn, org, model)
     assert row is not None
+    await config_changed(request)  # budgets estimate with the new price from the next request
     return {**render(row), "repriced_requests": repriced}
 
 
@@ -111,4 +112,5 @@ async def remove_price(model: str, request: Request, org: str = Depends(org_of))
     """Remove an override: new records use the published price again (recorded costs stay)."""
     if not delete_price(context(request).config.conn, org, _model(model)):
         raise ApiError(404, f"No price override for model {model!r}.", "model")
+    await config_changed(request)
     return {"deleted": True, "model": model}

@@ -185,8 +185,7 @@ async def user_delete(request: Request, user_id: str, org: str = Depends(org_of)
 
 
 async def wait_for_writer(ctx: Any, timeout: float) -> None:
-    """Wait (bounded) until the batch writer has stored everything spooled so far."""
-    target = ctx.spool.appended
+    """Wait (bounded) until the batch writers have stored everything spooled so far."""
     deadline = time.monotonic() + timeout
-    while ctx.writer.inserted < target and time.monotonic() < deadline:
+    while (await asyncio.to_thread(ctx.writers.backlog))[0] > 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
