@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import resource
 import signal
@@ -106,6 +107,36 @@ def test_kill_9_under_load_records_every_answered_request_exactly_once(
     assert not files_holding(tmp_path, PROVIDER_KEY)  # the gateway's log sits beside the data dir
     # Control: the same search does find what is stored, inside compressed bodies too.
     assert secret_traces(data_dir, "load 5")["rows"]["requests"] >= 1
+
+
+def test_store_process_killed_under_load_the_proxy_keeps_answering(tmp_path: Path, mock_upstream: MockUpstream) -> None:
+    # The proxy and the store are separate processes: kill -9 the store process mid-load and
+    # not one proxied request fails; the supervisor restarts it and it stores every request once.
+    data_dir = tmp_path / "data"
+    gateway = GatewayProcess(data_dir, mock_upstream.url)
+    key = create_key(data_dir)
+    try:
+        load = Load(gateway.url, key, threads=6, max_requests=500).start()
+        load.wait_answered(80)
+        store_pid = gateway.store_pid
+        os.kill(store_pid, signal.SIGKILL)
+        load.wait_answered(300)
+        result = load.stop()
+        assert result.failed == 0 and len(result.answered) == len(result.attempted) >= 300
+        deadline = time.monotonic() + 60
+        while gateway.processes().get(0, store_pid) == store_pid and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert gateway.processes()[0] != store_pid  # restarted by the supervisor
+        while gateway.api(key, "/api/requests", limit=1).status_code == 503 and time.monotonic() < deadline:
+            time.sleep(0.2)  # /api answers 503 until the new store process listens
+        ids = wait_recorded(gateway, key, result.answered, timeout=60)
+        per_user_raw = Counter(row["user_id"] for row in recorded_rows(gateway, key))
+        per_user_rollup = requests_per_user_from_rollups(gateway, key)
+    finally:
+        gateway.stop()
+    counts = Counter(ids)
+    assert set(ids) == result.answered and max(counts.values()) == 1
+    assert per_user_rollup == dict(per_user_raw)
 
 
 def test_a_replayed_batch_adds_nothing_to_any_table(tmp_path: Path, mock_upstream: MockUpstream) -> None:
