@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from usagegate import analytics
+from usagegate.migrations import ROLLUPS
 from usagegate.store import Store
 
 ORG = "org_bench"
@@ -58,13 +59,40 @@ def generate(store: Store, rows: int, users: int, end: datetime, days: int = 30)
     return time.perf_counter() - started
 
 
-def _median_ms(fn: Callable[[], Awaitable[Any]], runs: int) -> float:
-    times = []
+def compact(store: Store) -> float:
+    """Merge each rollup to one part per partition; returns seconds. The generator inserts in
+    1M-row bursts, and the background merges that `min_age_to_force_merge_seconds` forces
+    (migrations.py) would do the same only minutes after the last insert; a running gateway's
+    rollups are in this state except for the parts of its last few minutes."""
+    started = time.perf_counter()
+    for table, _, _ in ROLLUPS:
+        store.call(store.command, f"OPTIMIZE TABLE {table} FINAL")
+    return time.perf_counter() - started
+
+
+def rollup_parts(store: Store) -> dict[str, int]:
+    """Active parts per rollup (all partitions): each one is read separately."""
+    rows = store.call(store.select, "SELECT table, count() AS n FROM system.parts WHERE active AND "
+                      "database = currentDatabase() AND table IN ('user_hourly', 'user_daily', 'user_monthly') "
+                      "GROUP BY table ORDER BY table")
+    return {row["table"]: int(row["n"]) for row in rows}
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _median_ms(fn: Callable[[], Awaitable[Any]], runs: int) -> tuple[float, float]:
+    """Median wall time and median CPU time (every thread of this process, chDB's included) in ms.
+    On a shared machine the CPU time moves much less with other load than the wall time."""
+    times, cpu = [], []
     for _ in range(runs):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), _cpu_s()
         asyncio.run(fn())  # type: ignore[arg-type]
         times.append((time.perf_counter() - started) * 1000)
-    return round(statistics.median(times), 1)
+        cpu.append((_cpu_s() - cpu_started) * 1000)
+    return round(statistics.median(times), 1), round(statistics.median(cpu), 1)
 
 
 def measure(rows: int, users: int = 100_000, runs: int = 3, directory: Path | None = None,
@@ -77,11 +105,12 @@ def measure(rows: int, users: int = 100_000, runs: int = 3, directory: Path | No
         store = Store.open("embedded", root)
         now = datetime.now(timezone.utc)
         have = store.call(store.select, "SELECT count() AS n FROM requests WHERE org_id = {org:String}", {"org": ORG})
-        insert_s = None
+        insert_s = compact_s = None
         if int(have[0]["n"]) != rows:
             if int(have[0]["n"]):
                 raise SystemExit(f"{root} holds {have[0]['n']} bench rows, not {rows}: use another --data dir")
             insert_s = round(generate(store, rows, users, now), 1)
+            compact_s = round(compact(store), 1)
         month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         scope = analytics.Scope(ORG, month, analytics.month_ceil(now))  # the default range
         one = replace(scope, user_id="user-42")
@@ -91,19 +120,19 @@ def measure(rows: int, users: int = 100_000, runs: int = 3, directory: Path | No
                                  analytics.user_totals(store, scope))
 
         async def user_detail() -> None:  # what GET /api/users/{id} runs
-            await analytics.user_exists(store, ORG, "user-42")
-            await asyncio.gather(analytics.user_detail(store, one, "day"),
+            await asyncio.gather(analytics.user_exists(store, ORG, "user-42"),
+                                 analytics.user_detail(store, one, "day"),
                                  analytics.recent_requests(store, one, 20))
 
         async def breakdown() -> None:
             await analytics.breakdown(store, scope, "plan")
 
-        result = {
-            "rows": rows, "users": users, "insert_s": insert_s,
-            "users_table_ms": _median_ms(users_page, runs),
-            "user_detail_ms": _median_ms(user_detail, runs),
-            "breakdown_ms": _median_ms(breakdown, runs),
+        result: dict[str, Any] = {"rows": rows, "users": users, "insert_s": insert_s, "compact_s": compact_s}
+        for name, fn in (("users_table", users_page), ("user_detail", user_detail), ("breakdown", breakdown)):
+            result[f"{name}_ms"], result[f"{name}_cpu_ms"] = _median_ms(fn, runs)
+        result |= {
             "rollup_rows": store.call(store.select, "SELECT count() AS n FROM user_daily")[0]["n"],
+            "rollup_parts": rollup_parts(store),
             "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         }
         store.close()
