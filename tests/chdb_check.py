@@ -5,6 +5,9 @@ list: for each, null when ClickHouse's parser accepts it, else the parser's mess
 `python -m tests.chdb_check server-insert <dir>` inserts one ingest batch into a fresh `requests`
 table exactly as clickhouse-connect sends it to a server (its Arrow body, `FORMAT Arrow`), and
 prints the stored row as JSON.
+`python -m tests.chdb_check readers <dir>` generates bench data in a fresh store, then answers the
+same selects and analytics calls concurrently on the store's reader sessions (while the store
+thread inserts another org's rows) and one at a time, and prints a JSON summary of both.
 """
 
 from __future__ import annotations
@@ -58,8 +61,95 @@ def server_insert(directory: Path) -> None:
     print(json.dumps({"sent": record["request_id"], "stored": json.loads(rows.bytes().decode())}))
 
 
+def readers(directory: Path) -> None:
+    import asyncio
+    import threading
+    from dataclasses import replace
+    from datetime import datetime, timezone
+
+    from usagegate import analytics
+    from usagegate.bench_analytics import _GENERATE, ORG, generate
+    from usagegate.store import Store
+
+    store = Store.open("embedded", directory)
+    now = datetime.now(timezone.utc)
+    generate(store, 30_000, 300, now)
+    users = [f"user-{i}" for i in range(0, 300, 7)]
+    queries = [
+        (table, "SELECT user_id, toString(sum(cost)) AS c, sum(requests) AS n FROM " + table +
+         " WHERE org_id = {org:String} AND user_id = {user:String} GROUP BY user_id", {"org": ORG, "user": user})
+        for user in users for table in ("user_daily", "user_hourly")
+    ] + [
+        ("requests", "SELECT count() AS n, toString(sum(cost_usd)) AS c, max(created_at) AS last FROM requests "
+         "WHERE org_id = {org:String} AND user_id IN {ids:Array(String)} AND latency_ms > {lat:UInt32}",
+         {"org": ORG, "ids": users[i:i + 5], "lat": 200 + 100 * i}) for i in range(len(users))
+    ]
+    serial = [store.call(store.select, sql, params) for _, sql, params in queries]
+    month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    scope = analytics.Scope(ORG, month, analytics.month_ceil(now))
+
+    def calls() -> list:
+        out = [analytics.users(store, scope, analytics.Page(sort=sort, order=order, limit=25), now=now)
+               for sort in ("cost_usd", "requests", "p95_latency_ms", "user_id") for order in ("asc", "desc")]
+        out += [analytics.user_totals(store, scope, now=now), analytics.breakdown(store, scope, "plan"),
+                analytics.breakdown(store, scope, None)]
+        out += [analytics.user_detail(store, replace(scope, user_id=user), "day", now=now) for user in users[:8]]
+        return out
+
+    async def one_by_one() -> list:
+        return [await call for call in calls()]
+
+    async def all_at_once() -> list:
+        return list(await asyncio.gather(*calls()))
+
+    inserted = [0]
+
+    def insert_elsewhere() -> None:  # the writer's work on the store thread meanwhile (another org)
+        while inserted[0] < 20:
+            store.call(store.command, _GENERATE, {
+                "org": "org_other", "end": analytics.ch_time(now), "span_ms": 86_400_000, "users": 50,
+                "offset": inserted[0] * 200, "count": 200})
+            inserted[0] += 1
+
+    expected = asyncio.run(one_by_one())
+    writer = threading.Thread(target=insert_elsewhere)
+    writer.start()
+    mismatches = rounds = 0
+    try:
+        while rounds < 3 or (writer.is_alive() and rounds < 30):  # at least 3 rounds, and while it inserts
+            rounds += 1
+            async def both() -> tuple:
+                return await asyncio.gather(asyncio.gather(*(store.query(sql, params) for _, sql, params in queries)),
+                                            all_at_once())
+            got_rows, got_calls = asyncio.run(both())
+            mismatches += sum(1 for a, b in zip(got_rows, serial) if a != b)
+            mismatches += sum(1 for a, b in zip(got_calls, expected) if a != b)
+    finally:
+        writer.join()
+    reader_sessions = len(store._backend._reader_sessions)  # type: ignore[attr-defined]
+    force_merge = {row["name"]: row["engine_full"].split("min_age_to_force_merge_seconds = ")[1].split(",")[0]
+                   for row in store.call(store.select, "SELECT name, engine_full FROM system.tables WHERE "
+                                         "database = currentDatabase() AND engine LIKE '%MergeTree' "
+                                         "AND engine_full LIKE '%min_age_to_force_merge_seconds%'")}
+    other = store.call(store.select, "SELECT count() AS n FROM requests WHERE org_id = 'org_other'")[0]["n"]
+    seen = asyncio.run(store.query("SELECT count() AS n FROM requests WHERE org_id = 'org_other'"))[0]["n"]
+    count = store.call(store.select, "SELECT count() AS n FROM requests")[0]["n"]
+    store.close()
+    again = Store.open("embedded", directory)  # close released every session: the dir opens again
+    recount = asyncio.run(again.query("SELECT count() AS n FROM requests"))[0]["n"]
+    again.close()
+    print(json.dumps({
+        "queries": len(queries), "calls": len(expected), "rounds": rounds, "mismatches": mismatches,
+        "reader_sessions": reader_sessions, "readers": store._backend.readers, "other_inserted": inserted[0] * 200, "other_stored": other,
+        "other_seen_by_reader": seen, "count": count, "count_after_reopen": recount,
+        "nonempty": sum(1 for rows in serial if rows), "force_merge": force_merge,
+    }))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "parse":
         parse()
+    elif sys.argv[1] == "readers":
+        readers(Path(sys.argv[2]))
     else:
         server_insert(Path(sys.argv[2]))

@@ -233,6 +233,10 @@ def test_unknown_and_foreign_users_are_404(gateway: GatewayProcess, traffic: Tra
         assert response.status_code == 404, path
         assert response.json()["error"]["status"] == 404
     assert _get(gateway, traffic.other_key, "/api/users").json()["count"] == 0
+    # The existence probe runs beside the detail's queries; an unknown user stays 404 whatever
+    # the parameters (a known user with the same bad parameter is 400, test_bad_parameters...).
+    response = _get(gateway, traffic.key, "/api/users/nobody", {"interval": "week"})
+    assert response.status_code == 404 and response.json()["error"]["param"] == "user_id"
     response = httpx.delete(gateway.url + "/api/users/bob", headers={"Authorization": f"Bearer {traffic.other_key}"})
     assert response.status_code == 404
     assert _get(gateway, "ug_wrong", "/api/users").status_code == 401

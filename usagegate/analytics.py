@@ -270,14 +270,16 @@ async def users(store: Store, scope: Scope, page: Page, *, now: datetime | None 
     if not picked:
         return [], None
     sql = Sql()
-    full = await store.query(
-        f"SELECT {_USER_OUT} FROM ({users_sql(replace(scope, user_ids=tuple(r['user_id'] for r in picked), q=None), sql)})",
-        sql.params,
+    page_scope = replace(scope, user_ids=tuple(r["user_id"] for r in picked), q=None)
+    # Phase 2 and the per-page columns only need the ids: concurrent (the store has readers).
+    full, (props, forecasts) = await asyncio.gather(
+        store.query(f"SELECT {_USER_OUT} FROM ({users_sql(page_scope, sql)})", sql.params),
+        _page_extras(store, page_scope, now=now),
     )
     by_id = {row["user_id"]: row for row in full}
     # Phase 1's order; a user erased between the two phases just drops out of the page.
     rows = [{_RENAMES.get(k, k): v for k, v in by_id[r["user_id"]].items()} for r in picked if r["user_id"] in by_id]
-    await _decorate(store, scope, rows, now=now)
+    _apply_extras(rows, props, forecasts)
     return rows, after
 
 
@@ -303,7 +305,7 @@ async def _users_one_query(store: Store, scope: Scope, page: Page, *, now: datet
 async def user_totals(store: Store, scope: Scope, *, now: datetime | None = None) -> dict[str, Any]:
     """`count` and `totals` of the users table for `scope`, org-wide forecast included."""
     sql = Sql()
-    rows = await store.query(
+    rows, forecast = await asyncio.gather(store.query(
         "SELECT uniqExact(user_id) AS count, sum(requests) AS requests, sum(prompt) AS prompt_tokens, "
         "sum(completion) AS completion_tokens, prompt_tokens + completion_tokens AS total_tokens, "
         "toString(sum(cost)) AS cost_usd, sum(unpriced) AS unpriced_requests, sum(errors) AS errors, "
@@ -311,7 +313,7 @@ async def user_totals(store: Store, scope: Scope, *, now: datetime | None = None
         # No org-wide p95 here: merging every user's digest into one doubled this query's time.
         f"FROM ({facts(scope, sql)})",
         sql.params,
-    )
+    ), org_forecast(store, scope, now=now))
     row = rows[0] if rows else {}
     count = int(row.pop("count", 0) or 0)
     requests = int(row.get("requests") or 0)
@@ -327,7 +329,7 @@ async def user_totals(store: Store, scope: Scope, *, now: datetime | None = None
         "avg_latency_ms": row.get("avg_latency_ms") if requests else None,
         "avg_cost_per_user": round_money(Fraction(Decimal(row.get("cost_usd") or 0)) / count) if count else None,
     }
-    totals["forecast_month_usd"] = await org_forecast(store, scope, now=now)
+    totals["forecast_month_usd"] = forecast
     return {"count": count, "totals": totals}
 
 
@@ -336,9 +338,16 @@ async def _decorate(store: Store, scope: Scope, rows: list[dict[str, Any]], *, n
     if not rows:
         return
     ids = tuple(row["user_id"] for row in rows)
-    page_scope = replace(scope, user_ids=ids, q=None)
-    props = await latest_properties(store, page_scope)
-    forecasts = await user_forecasts(store, page_scope, now=now)
+    props, forecasts = await _page_extras(store, replace(scope, user_ids=ids, q=None), now=now)
+    _apply_extras(rows, props, forecasts)
+
+
+async def _page_extras(store: Store, page_scope: Scope, *, now: datetime | None) -> tuple[dict[str, dict[str, str]], dict[str, Decimal]]:
+    """Latest properties and forecasts of the page's users (`page_scope.user_ids`), concurrently."""
+    return await asyncio.gather(latest_properties(store, page_scope), user_forecasts(store, page_scope, now=now))
+
+
+def _apply_extras(rows: list[dict[str, Any]], props: dict[str, dict[str, str]], forecasts: dict[str, Decimal]) -> None:
     for row in rows:
         _money_columns(row)
         row["forecast_month_usd"] = forecasts.get(row["user_id"], Decimal(0))

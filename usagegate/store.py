@@ -1,7 +1,11 @@
 """The log store: one ClickHouse dialect over chDB (embedded) or clickhouse-connect (server).
 
-Every call runs on one dedicated thread: chDB sessions are not thread-safe, and keeping
-queries off the event loop keeps the proxy's latency flat while analytics run.
+Inserts, commands and `call`s run on one dedicated store thread (the batch writer's ordering
+relies on it), off the event loop so the proxy's latency stays flat while analytics run. Async
+selects (`query`) run on a small reader pool when the backend has one: with chDB each reader
+thread has its own session on the same data dir (chDB >= 4 runs queries of different sessions
+in parallel and releases the GIL; one shared session serializes them), since a store query
+costs ~5-15 ms of mostly single-threaded planning and a page issues several.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ class Store:
         self._backend = backend
         self._body_ttl_days = body_ttl_days
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._readers = (concurrent.futures.ThreadPoolExecutor(max_workers=backend.readers, thread_name_prefix="store-read")
+                         if backend.readers else None)
         self.ready = False
         self.last_error = ""
         self._last_attempt = 0.0
@@ -152,12 +158,24 @@ class Store:
         self._backend.insert_arrow(table, data, token)
 
     async def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        return await self.acall(self.select, sql, params)  # type: ignore[no-any-return]
+        """Rows as dicts, on a reader thread when there is a pool (else the store thread)."""
+        if self._readers is None:
+            return await self.acall(self.select, sql, params)  # type: ignore[no-any-return]
+        return await asyncio.wrap_future(self._readers.submit(self._read, sql, params))
+
+    def _read(self, sql: str, params: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+        """A select on a reader thread; until the store is ready, on the store thread (which
+        owns connecting and its error)."""
+        if not self.ready:
+            return self.call(self.select, sql, params)  # type: ignore[no-any-return]
+        return self._backend.read(sql, params or {})
 
     def close(self) -> None:
         self._closing.set()
         if self._retrier is not None:
             self._retrier.join(timeout=10)
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
         self._executor.shutdown(wait=True)
         self._backend.disconnect()
 
@@ -192,6 +210,11 @@ class _Backend:
     """One connection to a store. `connect` may raise anything; `disconnect` never raises."""
 
     cluster: str | None = None  # a ClickHouse cluster name: DDL goes ON CLUSTER (usagegate/cluster.py)
+    readers = 0  # reader threads for concurrent selects (`read`); 0 = every select on the store thread
+
+    def read(self, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """A select from a reader thread, concurrently with other reads and the store thread."""
+        raise NotImplementedError
 
     def connect(self) -> None:
         raise NotImplementedError
@@ -212,9 +235,15 @@ INSERT_SETTINGS = "insert_deduplicate = 1, deduplicate_blocks_in_dependent_mater
 
 
 class _ChdbBackend(_Backend):
+    readers = 2  # one per core here; each query is mostly single-threaded (docs/analytics.md)
+
     def __init__(self, path: Path) -> None:
         self._path = path
         self._session: Any = None
+        self._local = threading.local()  # each reader thread's own session on the same data dir
+        self._reader_sessions: list[Any] = []
+        self._generation = 0  # bumped by disconnect: a reader's older session is closed
+        self._lock = threading.Lock()
 
     def connect(self) -> None:
         if self._session is not None:
@@ -233,9 +262,24 @@ class _ChdbBackend(_Backend):
             raise
 
     def select(self, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return self._select(self._session, sql, params)
+
+    def read(self, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        session = getattr(self._local, "session", None)
+        if session is None or self._local.generation != self._generation:
+            from chdb.session import Session
+
+            with self._lock:  # opened only after `connect` (Store.ready), so the engine is up
+                session = Session(str(self._path))
+                self._reader_sessions.append(session)
+                self._local.session, self._local.generation = session, self._generation
+        return self._select(session, sql, params)
+
+    @staticmethod
+    def _select(session: Any, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         settings = ", ".join(f"{k} = {v}" for k, v in QUERY_SETTINGS.items())
-        result = self._session.query(f"{sql} SETTINGS {settings}" if "SETTINGS" not in sql else sql,
-                                     "JSONEachRow", params=_chdb_params(params) or None)
+        result = session.query(f"{sql} SETTINGS {settings}" if "SETTINGS" not in sql else sql,
+                               "JSONEachRow", params=_chdb_params(params) or None)
         text = result.bytes() if hasattr(result, "bytes") else bytes(result)
         return [json.loads(line) for line in text.splitlines() if line]
 
@@ -252,6 +296,12 @@ class _ChdbBackend(_Backend):
         )
 
     def disconnect(self) -> None:
+        with self._lock:
+            readers, self._reader_sessions = self._reader_sessions, []
+            self._generation += 1
+        for session in readers:  # the main session last: closing the last one releases the data dir
+            with contextlib.suppress(Exception):
+                session.close()
         if self._session is not None:
             with contextlib.suppress(Exception):
                 self._session.close()

@@ -111,24 +111,36 @@ async def user_detail_route(
 async def user_route(request: Request, org: str) -> dict[str, Any]:
     user_id, rest = user_from_path(request)
     store = context(request).store
-    if not await analytics.user_exists(store, org, user_id):
-        raise ApiError(404, f"No user {user_id[:80]!r} in this organization.", "user_id")
     if rest == "requests":
+        if not await analytics.user_exists(store, org, user_id):
+            raise _no_user(user_id)
         return await list_requests(request, org, user_id=user_id)
     return await user_detail(request, org, user_id)
 
 
+def _no_user(user_id: str) -> ApiError:
+    return ApiError(404, f"No user {user_id[:80]!r} in this organization.", "user_id")
+
+
 async def user_detail(request: Request, org: str, user_id: str) -> dict[str, Any]:
-    interval = request.query_params.get("interval", "day")
-    if interval not in ("hour", "day"):
-        raise bad_param("interval", "'interval' must be 'hour' or 'day'.")
-    scope = scope_of(request, org)
-    step = timedelta(hours=1) if interval == "hour" else timedelta(days=1)
-    if (scope.end - scope.start) / step > MAX_SERIES_POINTS:
-        raise bad_param("interval", f"The range has more than {MAX_SERIES_POINTS} {interval}s; use a coarser interval.")
-    one = replace(scope, user_id=user_id)
     store = context(request).store
-    detail, recent = await asyncio.gather(
+    try:
+        interval = request.query_params.get("interval", "day")
+        if interval not in ("hour", "day"):
+            raise bad_param("interval", "'interval' must be 'hour' or 'day'.")
+        scope = scope_of(request, org)
+        step = timedelta(hours=1) if interval == "hour" else timedelta(days=1)
+        if (scope.end - scope.start) / step > MAX_SERIES_POINTS:
+            raise bad_param("interval", f"The range has more than {MAX_SERIES_POINTS} {interval}s; use a coarser interval.")
+    except ApiError:
+        if not await analytics.user_exists(store, org, user_id):
+            raise _no_user(user_id) from None  # an unknown user is 404 whatever the parameters
+        raise
+    one = replace(scope, user_id=user_id)
+    # The existence probe runs beside the detail's queries (the store has concurrent readers);
+    # a detail computed for an unknown user is all zeros and thrown away.
+    found, detail, recent = await asyncio.gather(
+        analytics.user_exists(store, org, user_id),
         analytics.user_detail(store, one, interval),
         store.query(
             f"SELECT {LIST_COLUMNS} FROM requests WHERE org_id = {{org:String}} AND user_id = {{user:String}} "
@@ -137,6 +149,8 @@ async def user_detail(request: Request, org: str, user_id: str) -> dict[str, Any
             {"org": org, "user": user_id, "t_from": analytics.ch_time(scope.start), "t_to": analytics.ch_time(scope.end)},
         ),
     )
+    if not found:
+        raise _no_user(user_id)
     return {
         **range_out(scope),
         "user": render_user(detail.row),
@@ -179,7 +193,7 @@ async def user_delete(request: Request, user_id: str, org: str = Depends(org_of)
     ctx = context(request)
     await wait_for_writer(ctx, timeout=10.0)
     if not await analytics.user_exists(ctx.store, org, uid):
-        raise ApiError(404, f"No user {uid[:80]!r} in this organization.", "user_id")
+        raise _no_user(uid)
     removed = await analytics.delete_user(ctx.store, org, uid)
     return {"user_id": uid, "deleted_requests": removed}
 
