@@ -5,6 +5,9 @@ list: for each, null when ClickHouse's parser accepts it, else the parser's mess
 `python -m tests.chdb_check server-insert <dir>` inserts one ingest batch into a fresh `requests`
 table exactly as clickhouse-connect sends it to a server (its Arrow body, `FORMAT Arrow`), and
 prints the stored row as JSON.
+`python -m tests.chdb_check regranulate <dir>` builds the schema as it was before the monthly
+rollup's granularity step, logs rows, runs the remaining steps (twice: a re-run after a crash) and
+prints each rollup's totals and granularity before and after, as JSON.
 `python -m tests.chdb_check readers <dir>` generates bench data in a fresh store, then answers the
 same selects and analytics calls concurrently on the store's reader sessions (while the store
 thread inserts another org's rows) and one at a time, and prints a JSON summary of both.
@@ -146,9 +149,51 @@ def readers(directory: Path) -> None:
     }))
 
 
+def regranulate(directory: Path) -> None:
+    from chdb.session import Session
+
+    from usagegate.migrations import MIGRATIONS, ROLLUPS
+
+    session = Session(str(directory / "store"))
+    names = [name for name, _ in MIGRATIONS]
+    split = names.index("0008_user_monthly_granules")
+
+    def run(steps: list[tuple[str, list[str]]]) -> None:
+        for _, statements in steps:
+            for statement in statements:
+                session.query(statement)
+
+    def state() -> dict[str, object]:
+        out: dict[str, object] = {}
+        for table, _, days in ROLLUPS:
+            sql = (f"SELECT sum(requests), sum(cost), {'uniqExactMerge(days)' if days else '0'}, "
+                   f"(SELECT extract(engine_full, 'index_granularity = \\d+') FROM system.tables "
+                   f"WHERE database = currentDatabase() AND name = '{table}'), "
+                   f"(SELECT extract(engine_full, 'min_age_to_force_merge_seconds = \\d+') FROM system.tables "
+                   f"WHERE database = currentDatabase() AND name = '{table}') FROM {table}")
+            out[table] = session.query(sql, "TSV").bytes().decode().strip()
+        return out
+
+    run(MIGRATIONS[:split])
+    insert = ("INSERT INTO requests (request_id, org_id, created_at, user_id, model, status, latency_ms, cost_usd) "
+              "SELECT generateUUIDv4(number), 'o', toDateTime64('2026-01-01 00:00:00', 3, 'UTC') + number * 3600, "
+              "concat('u', toString(number % 7)), 'm', 200, 100 + number, toDecimal128(number, 9) / 1000 "
+              "FROM numbers({n:UInt64})")
+    session.query(insert, params={"n": 500})
+    before = state()
+    run(MIGRATIONS[split:])
+    run(MIGRATIONS[split:])  # as after a crash before the step was recorded
+    after = state()
+    session.query(insert, params={"n": 3})  # the re-pointed view feeds the new table
+    fed = state()
+    print(json.dumps({"before": before, "after": after, "fed": fed}))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "parse":
         parse()
+    elif sys.argv[1] == "regranulate":
+        regranulate(Path(sys.argv[2]))
     elif sys.argv[1] == "readers":
         readers(Path(sys.argv[2]))
     else:

@@ -11,6 +11,8 @@ analytics code issues) for a cluster, so there is still one module of DDL and on
   shard, so per-user aggregates never straddle shards.
 - `CREATE MATERIALIZED VIEW v TO r AS SELECT ... FROM requests` attaches to each shard's
   `requests_local` and writes `r_local`: rollups are filled shard by shard, next to their rows.
+- `DROP TABLE IF EXISTS t` drops `t` and `t_local` ON CLUSTER; `EXCHANGE TABLES a AND b` swaps
+  `a_local` and `b_local` ON CLUSTER (the Distributed tables keep reading their local by name).
 - `ALTER TABLE t` / `DELETE FROM t` run `ON CLUSTER` against `t_local` (Distributed tables take
   neither); anything else (INSERT ... SELECT backfills through the Distributed tables) is kept.
 
@@ -31,6 +33,8 @@ _FROM = re.compile(r"\bFROM\s+(\w+)\b", re.IGNORECASE)
 _ALTER = re.compile(r"^\s*ALTER TABLE (\w+)\b", re.IGNORECASE)
 _ADD_COLUMN = re.compile(r"\bADD COLUMN\b", re.IGNORECASE)
 _DELETE = re.compile(r"^\s*DELETE FROM (\w+)\b", re.IGNORECASE)
+_DROP = re.compile(r"^\s*DROP (TABLE|VIEW) IF EXISTS (\w+)\b", re.IGNORECASE)
+_EXCHANGE = re.compile(r"^\s*EXCHANGE TABLES (\w+) AND (\w+)\s*$", re.IGNORECASE)
 _DEDUP = re.compile(r"non_replicated_deduplication_window", re.IGNORECASE)
 
 
@@ -79,6 +83,20 @@ def to_cluster(statement: str, cluster: str, tables: frozenset[str] = frozenset(
             # A Distributed table keeps its own column list: it needs the new column too.
             statements.append(_ALTER.sub(f"ALTER TABLE {alter.group(1)} {on}", statement, count=1))
         return statements
+    drop = _DROP.match(statement)
+    if drop:
+        kind, name = drop.groups()
+        rest = statement[drop.end():]
+        statements = [f"DROP {kind} IF EXISTS {name} {on}{rest}"]
+        if name in tables:  # the Distributed table first, then the shards' tables it reads
+            statements.append(f"DROP {kind} IF EXISTS {local(name)} {on}{rest}")
+        return statements
+    exchange = _EXCHANGE.match(statement)
+    if exchange and set(exchange.groups()) <= tables:
+        # Swap the shards' tables; each Distributed table reads its local table by name, so it
+        # now reads the other one (same columns). A local table keeps its replication path.
+        first, second = exchange.groups()
+        return [f"EXCHANGE TABLES {local(first)} AND {local(second)} {on}"]
     delete = _DELETE.match(statement)
     if delete:
         return [_DELETE.sub(f"DELETE FROM {local(delete.group(1))} {on}", statement, count=1)]

@@ -178,6 +178,40 @@ def force_merges(table: str) -> str:
     return f"ALTER TABLE {table} MODIFY SETTING min_age_to_force_merge_seconds = {FORCE_MERGE_SECONDS[table]}"
 
 
+MONTHLY_GRANULARITY = 256
+
+
+def regranulate_steps(table: str, bucket_fn: str, granularity: int, *, days: bool = False) -> list[str]:
+    """Rebuild a rollup with `index_granularity = granularity` (a table setting that cannot be
+    altered). For `user_monthly` (~900 bytes a row, most of it t-digest and uniqExact states):
+    a page of 100 scattered users decoded every 8192-row granule's states (phase 2 of the users
+    table 123 -> 55 ms at 10M requests with 256, docs/analytics.md). Only the monthly rollup:
+    the hourly and daily ones are 20-80x bigger, slower to copy, and read in long ranges.
+
+    Migrations run before the batch writer starts, so nothing is inserted meanwhile. The order is
+    safe to re-run from the top after a crash at any point: a leftover `{table}_next` is either a
+    partial copy or (after the exchange) the old table, and `{table}` holds every row in both
+    cases, so dropping it first and copying again loses nothing. EXCHANGE is atomic: `{table}`
+    always exists. The view is re-created by name after the swap, so it writes to the new table.
+    """
+    scratch = f"{table}_next"
+    settings = (f"index_granularity = {granularity}, fsync_after_insert = 1, fsync_part_directory = 1, "
+                f"min_age_to_force_merge_seconds = {FORCE_MERGE_SECONDS[table]}, ")
+    ddl = rollup_ddl(scratch, days=days).replace("SETTINGS ", f"SETTINGS {settings}", 1)
+    return [
+        f"DROP TABLE IF EXISTS {scratch} SYNC",
+        ddl,
+        # Deduplication off: the copy's blocks are not replays. Foreground on a cluster, so the
+        # copy is in every shard's table before the exchange (not queued in the Distributed one).
+        f"INSERT INTO {scratch} SETTINGS insert_deduplicate = 0, insert_distributed_sync = 1 "
+        f"SELECT * FROM {table}",
+        f"DROP VIEW IF EXISTS {table}_mv SYNC",
+        f"EXCHANGE TABLES {table} AND {scratch}",
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {table}_mv TO {table} AS {rollup_select(bucket_fn, days=days)}",
+        f"DROP TABLE IF EXISTS {scratch} SYNC",
+    ]
+
+
 # (name, statements). Append new steps; never edit an applied one.
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0001_requests", [REQUESTS_DDL]),
@@ -187,4 +221,5 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     # Whole months (the default range) from ~1 row per user, model and property set.
     ("0006_user_monthly", rollup_steps("user_monthly", "toStartOfMonth", days=True) + [fsync_parts("user_monthly")]),
     ("0007_rollup_force_merges", [force_merges(t) for t, _, _ in ROLLUPS]),
+    ("0008_user_monthly_granules", regranulate_steps("user_monthly", "toStartOfMonth", MONTHLY_GRANULARITY, days=True)),
 ]
