@@ -24,6 +24,9 @@ UVICORN_OPTIONS: dict[str, Any] = dict(
 )
 
 
+STORE_NICENESS = 10
+
+
 def build_app(settings: Settings) -> Any:
     if settings.worker_index == STORE_PROCESS:
         from usagegate.app import create_app
@@ -40,6 +43,10 @@ def run(settings: Settings) -> None:
 
     if settings.worker_index is None:
         raise ConfigError("serving.run needs a process index (0: the store, 1..N: proxy workers).")
+    if settings.worker_index == STORE_PROCESS:
+        # Where the proxy and the store share cores, the proxy's requests come first: batch
+        # writes and analytics can wait a few ms, an answer in flight should not.
+        os.nice(STORE_NICENESS)
     app = build_app(settings)
     sockets = [_unix_socket(settings)]
     if settings.worker_index != STORE_PROCESS:
