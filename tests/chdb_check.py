@@ -74,6 +74,7 @@ def readers(directory: Path) -> None:
     from usagegate.bench_analytics import _GENERATE, ORG, generate
     from usagegate.store import Store
 
+    Store.RELEASE_MEMORY_SECONDS = 0.2  # purge often: answers must not change around purges
     store = Store.open("embedded", directory)
     now = datetime.now(timezone.utc)
     generate(store, 30_000, 300, now)
@@ -129,6 +130,14 @@ def readers(directory: Path) -> None:
             mismatches += sum(1 for a, b in zip(got_calls, expected) if a != b)
     finally:
         writer.join()
+    deadline = time.monotonic() + 10
+    while store.memory_releases < 2 and time.monotonic() < deadline:  # idle now: the releaser runs
+        time.sleep(0.05)
+    async def reread() -> list:
+        return list(await asyncio.gather(*(store.query(sql, params) for _, sql, params in queries[:20])))
+
+    after_release = asyncio.run(reread())
+    mismatches += sum(1 for a, b in zip(after_release, serial) if a != b)
     reader_sessions = len(store._backend._reader_sessions)  # type: ignore[attr-defined]
     force_merge = {row["name"]: row["engine_full"].split("min_age_to_force_merge_seconds = ")[1].split(",")[0]
                    for row in store.call(store.select, "SELECT name, engine_full FROM system.tables WHERE "
@@ -146,6 +155,7 @@ def readers(directory: Path) -> None:
         "reader_sessions": reader_sessions, "readers": store._backend.readers, "other_inserted": inserted[0] * 200, "other_stored": other,
         "other_seen_by_reader": seen, "count": count, "count_after_reopen": recount,
         "nonempty": sum(1 for rows in serial if rows), "force_merge": force_merge,
+        "memory_releases": store.memory_releases,
     }))
 
 
