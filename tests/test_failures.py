@@ -45,13 +45,7 @@ def headers(key: str, rid: str, **extra: str) -> dict[str, str]:
 
 
 def record(gw: GatewayProcess, key: str, rid: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        response = gw.api(key, f"/api/requests/{rid}")
-        if response.status_code == 200:
-            return response.json()  # type: ignore[no-any-return]
-        time.sleep(0.05)
-    raise AssertionError(f"request {rid} was never recorded")
+    return gw.wait_for_record(key, rid)
 
 
 def assert_openai_error_shape(body: dict[str, Any]) -> None:
