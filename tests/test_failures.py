@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import anthropic
@@ -46,6 +47,12 @@ def headers(key: str, rid: str, **extra: str) -> dict[str, str]:
 
 def record(gw: GatewayProcess, key: str, rid: str) -> dict[str, Any]:
     return gw.wait_for_record(key, rid)
+
+
+def cost_of(row: dict[str, Any]) -> str:
+    """gpt-4o-mini's published price (USD 0.15 / 0.60 per 1M input / output tokens) x the row's tokens."""
+    usd = (row["prompt_tokens"] * Decimal("0.15") + row["completion_tokens"] * Decimal("0.6")) / 1_000_000
+    return f"{usd.quantize(Decimal('1e-9'))}"
 
 
 def assert_openai_error_shape(body: dict[str, Any]) -> None:
@@ -118,6 +125,8 @@ def test_stream_cut_after_3_chunks_ends_cleanly_and_is_recorded_as_502(gw: Gatew
     assert "broke off" in row["error"]
     assert row["completion_tokens"] >= 1 and row["prompt_tokens"] >= 1  # the tokens seen, estimated
     assert row["usage_source"] == "estimated"
+    # Billed, not 0: the provider generated those tokens (exact counts: test_broken_answers.py).
+    assert row["cost_usd"] == cost_of(row)
 
 
 def test_stream_stalling_past_the_timeout_is_recorded_as_504(gw: GatewayProcess, key: str) -> None:
@@ -130,6 +139,8 @@ def test_stream_stalling_past_the_timeout_is_recorded_as_504(gw: GatewayProcess,
     assert b"data:" in body
     row = record(gw, key, rid)
     assert row["status"] == 504 and row["stream"] is True
+    # The first event came before the stall; what was streamed is billed.
+    assert row["prompt_tokens"] >= 1 and row["cost_usd"] == cost_of(row) != "0.000000000"
 
 
 def test_body_over_max_body_mb_is_413_and_recorded(gw: GatewayProcess, key: str) -> None:

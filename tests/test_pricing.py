@@ -108,6 +108,14 @@ def test_errors_are_not_billed(status: int) -> None:
     assert Pricer().cost("openai", "gpt-4o-mini", Usage(100, 100), status=status) == Decimal(0)
 
 
+@pytest.mark.parametrize("status", [502, 504])
+def test_an_answer_the_upstream_broke_off_is_billed_when_marked(status: int) -> None:
+    # The upstream answered 200, streamed, then died: the record's tokens were produced and billed.
+    usage = Usage(1000, 1000)
+    assert Pricer().cost("openai", "gpt-4o-mini", usage, status=status, billed=True) == Decimal("0.000750000")
+    assert Pricer().cost("openai", "gpt-4o-mini", usage, status=status) == Decimal(0)
+
+
 def test_client_disconnect_is_billed() -> None:
     # 499: the client went away mid-stream; the provider still bills what it generated.
     cost = Pricer().cost("openai", "gpt-4o-mini", Usage(1000, 1000), status=499)

@@ -335,6 +335,8 @@ class Gateway:
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            # The provider bills what it streamed before the cut: keep those tokens, priced.
+            record["billed"] = response.status < 400
             record["status"] = 502 if not isinstance(exc, asyncio.TimeoutError) else 504
             record["error"] = f"upstream stream broke off: {exc}"[:2000]
         except OSError:

@@ -74,7 +74,8 @@ def record_cost(pricer: Pricer, record: dict[str, Any], override: PriceOverride 
     )
     if record.get("rate_limited"):
         return Decimal(0)
-    return pricer.cost(record["provider"], record["model"], usage, status=record["status"], override=override)
+    return pricer.cost(record["provider"], record["model"], usage, status=record["status"], override=override,
+                       billed=record.get("billed", False))
 
 
 def _override(overrides: OverrideLookup, record: dict[str, Any]) -> PriceOverride | None:

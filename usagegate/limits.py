@@ -247,7 +247,8 @@ class Guard:
             )
             override = self._overrides.for_record(ticket.org_id, record["model"], record["request_model"])
             cost = self._pricer.cost(
-                record["provider"], record["model"], usage, status=record["status"], override=override
+                record["provider"], record["model"], usage, status=record["status"], override=override,
+                billed=record.get("billed", False),
             ) or Decimal(0)
         for key in ticket.cents_keys:
             self.counters.window_add(key, (cost or Decimal(0)) * CENTS)

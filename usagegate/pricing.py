@@ -10,7 +10,8 @@ change on a start date are cached until the next one.
 Cost rules (DESIGN §2): cached input at the cache-read rate, cache writes at the write rate
 (1-hour writes at the 1-hour rate when there is one), reasoning as output; rounded half-even
 to 9 places. Unknown model -> None, never 0. An error response the provider does not bill
-(status >= 400) -> 0; 499 (client went away mid-stream) is billed, the tokens were produced.
+(status >= 400) -> 0; billed anyway: 499 (the client went away) and `billed=True` (the upstream
+answered 2xx, then broke off: the record carries the tokens it produced before the cut).
 """
 
 from __future__ import annotations
@@ -135,10 +136,12 @@ class Pricer:
         *,
         status: int,
         override: PriceOverride | None = None,
+        billed: bool = False,
     ) -> Decimal | None:
         """USD cost of one request, rounded half-even to 9 places; None when the model has
-        no known price and no override; Decimal 0 for unbilled errors (status >= 400 but 499)."""
-        if status >= 400 and status != _CLIENT_CLOSED:
+        no known price and no override; Decimal 0 for unbilled errors (status >= 400, except
+        499 and errors marked `billed`)."""
+        if status >= 400 and status != _CLIENT_CLOSED and not billed:
             return Decimal(0)
         if override is not None:
             rates = self._overrides.get(override)
@@ -156,7 +159,7 @@ class Pricer:
             return entry.rates.cost(usage)
         if entry.rates is not None:  # a dated price change has come: re-read the rates
             self._entries.pop((provider, model), None)
-            return self.cost(provider, model, usage, status=status)
+            return self.cost(provider, model, usage, status=status, billed=billed)
         return _calc_price(provider, entry.model_ref, usage)
 
     def has_price(self, provider: str, model: str | None) -> bool:

@@ -5,7 +5,9 @@ across providers (DESIGN §2): `prompt_tokens` counts every input token, cache r
 cache writes included; `completion_tokens` includes `reasoning_tokens`.
 
 A logged request travels through the spool as a plain dict whose keys are `RECORD_FIELDS`
-(plus the bodies); the writer adds `cost_usd`.
+(plus the bodies); the writer adds `cost_usd`. One more key lives only in the spool: `billed`
+(absent = False) marks an error row the provider bills all the same — the upstream answered 2xx,
+then broke off, and the row carries the tokens produced before the cut (status 502/504).
 """
 
 from __future__ import annotations

@@ -1,0 +1,105 @@
+"""Answers cut short are recorded with the tokens the provider bills for them (DESIGN §1).
+
+- The upstream breaks off mid-answer (mock `X-Mock-Break-After`): status 502, and the tokens seen so
+  far — the provider generated and bills them — priced at the published rates.
+
+Expected numbers are worked out here, independently of the gateway: the offline estimate is the
+`o200k_base` count of the prompt text + 3 per message + 3 per request (docs/billing.md), the output
+estimate the `o200k_base` count of the text the client received, and the cost tokens x the published
+per-token price.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import anthropic
+import bpe_openai
+import openai
+
+from tests.servers import GatewayProcess
+
+PROVIDER_KEY = "sk-broken-answers-secret"
+M = Decimal(1_000_000)
+NANO = Decimal("1e-9")
+GPT_4O_MINI = (Decimal("0.15"), Decimal("0.6"))  # USD per 1M input, output tokens
+CLAUDE_SONNET_4 = (Decimal("3"), Decimal("15"))
+PROMPT = "Tell me a long story about an upstream that fails half way"
+MESSAGES = [{"role": "user", "content": PROMPT}]
+_O200K = bpe_openai.get_encoding("o200k_base")
+
+
+def count(text: str) -> int:
+    return len(_O200K.encode_ordinary(text))
+
+
+def prompt_estimate(*texts: str, messages: int) -> int:
+    return 3 + 3 * messages + count("\n".join(texts))
+
+
+def cost(prompt: int, completion: int, rates: tuple[Decimal, Decimal]) -> str:
+    return f"{((prompt * rates[0] + completion * rates[1]) / M).quantize(NANO)}"
+
+
+def ids() -> tuple[str, str, dict[str, str]]:
+    """A fresh request id and user id (so 'exactly one record' can be counted), as headers."""
+    rid, user = str(uuid.uuid4()), f"broken-{uuid.uuid4().hex[:12]}"
+    return rid, user, {"Helicone-Request-Id": rid, "Helicone-User-Id": user}
+
+
+def only_record(gw: GatewayProcess, key: str, rid: str, user: str) -> dict[str, Any]:
+    row = gw.wait_for_record(key, rid)
+    rows = gw.api(key, "/api/requests", user_id=user).json()["requests"]
+    assert [r["request_id"] for r in rows] == [rid], rows
+    return row
+
+
+def _openai(gw: GatewayProcess, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key=PROVIDER_KEY, max_retries=0,
+                         default_headers={"Helicone-Auth": f"Bearer {key}"})
+
+
+def _anthropic(gw: GatewayProcess, key: str) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gw.url + "/anthropic", api_key=PROVIDER_KEY, max_retries=0,
+                               default_headers={"Helicone-Auth": f"Bearer {key}"})
+
+
+# -- the upstream breaks off a stream --------------------------------------------------------------
+
+
+def test_openai_stream_cut_by_the_upstream_bills_the_tokens_seen(gateway: GatewayProcess, key: str) -> None:
+    rid, user, headers = ids()
+    chunks = list(_openai(gateway, key).chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True,  # type: ignore[arg-type]
+        extra_headers={**headers, "X-Mock-Break-After": "4"},
+    ))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(chunks) == 4 and count(text) == 3  # role chunk + 3 words, then the cut: no usage chunk
+    row = only_record(gateway, key, rid, user)
+    assert row["status"] == 502 and "broke off" in row["error"] and row["stream"] is True
+    assert row["usage_source"] == "estimated"
+    prompt = prompt_estimate(PROMPT, messages=1)
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (prompt, count(text))
+    # Billed: the provider generated those tokens before the connection died.
+    assert row["cost_usd"] == cost(prompt, count(text), GPT_4O_MINI)
+
+
+def test_anthropic_stream_cut_keeps_the_providers_input_count(gateway: GatewayProcess, key: str) -> None:
+    rid, user, headers = ids()
+    events = list(_anthropic(gateway, key).messages.create(
+        model="claude-sonnet-4-20250514", max_tokens=100, messages=MESSAGES, stream=True,  # type: ignore[arg-type]
+        extra_headers={**headers, "X-Mock-Break-After": "6"},
+    ))
+    starts = [e for e in events if e.type == "message_start"]
+    text = "".join(e.delta.text for e in events if e.type == "content_block_delta")  # type: ignore[union-attr]
+    # message_start, content_block_start, (ping: the SDK skips it), 3 deltas; no message_delta
+    # (which carries the output count) came.
+    assert len(events) == 5 and len(starts) == 1 and count(text) == 3
+    assert not any(e.type == "message_delta" for e in events)
+    input_tokens = starts[0].message.usage.input_tokens
+    row = only_record(gateway, key, rid, user)
+    assert row["status"] == 502 and row["stream"] is True and row["usage_source"] == "estimated"
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (input_tokens, count(text))
+    assert row["cost_usd"] == cost(input_tokens, count(text), CLAUDE_SONNET_4)
