@@ -1,7 +1,9 @@
 """Answers cut short are recorded with the tokens the provider bills for them (DESIGN §1).
 
 - The upstream breaks off mid-answer (mock `X-Mock-Break-After`): status 502, and the tokens seen so
-  far — the provider generated and bills them — priced at the published rates.
+  far — the provider generated and bills them — priced at the published rates. A non-streamed
+  answer cut mid-body: 502, the provider's usage if it arrived whole, else the request's prompt and
+  the text that did arrive, estimated.
 
 Expected numbers are worked out here, independently of the gateway: the offline estimate is the
 `o200k_base` count of the prompt text + 3 per message + 3 per request (docs/billing.md), the output
@@ -17,9 +19,11 @@ from typing import Any
 
 import anthropic
 import bpe_openai
+import httpx
 import openai
+import pytest
 
-from tests.servers import GatewayProcess
+from tests.servers import GatewayProcess, MockUpstream
 
 PROVIDER_KEY = "sk-broken-answers-secret"
 M = Decimal(1_000_000)
@@ -103,3 +107,52 @@ def test_anthropic_stream_cut_keeps_the_providers_input_count(gateway: GatewayPr
     assert row["status"] == 502 and row["stream"] is True and row["usage_source"] == "estimated"
     assert (row["prompt_tokens"], row["completion_tokens"]) == (input_tokens, count(text))
     assert row["cost_usd"] == cost(input_tokens, count(text), CLAUDE_SONNET_4)
+
+
+# -- the upstream breaks off a non-streamed answer mid-body ----------------------------------------
+
+
+def _half_text(mock: MockUpstream, path: str, body: dict[str, Any], text_key: bytes) -> str:
+    """The generated text inside the first half of the mock's answer to `body`: what the gateway
+    receives when `X-Mock-Break-After` cuts the answer (the mock sends the head and half the body,
+    and its answers are deterministic)."""
+    full = httpx.post(mock.url + path, json=body).content
+    half = full[: len(full) // 2]
+    at = half.index(text_key) + len(text_key)
+    end = half.find(b'"', at)
+    return half[at : end if end >= 0 else len(half)].decode()
+
+
+def test_openai_answer_cut_mid_body_is_estimated_and_billed(gateway: GatewayProcess, key: str,
+                                                           mock_upstream: MockUpstream) -> None:
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES}
+    arrived = _half_text(mock_upstream, "/v1/chat/completions", body, b'"content":"')
+    rid, user, headers = ids()
+    with pytest.raises(openai.APIStatusError) as info:
+        _openai(gateway, key).chat.completions.create(**body, extra_headers={**headers, "X-Mock-Break-After": "1"})
+    assert info.value.status_code == 502 and "broke off" in info.value.message
+    row = only_record(gateway, key, rid, user)
+    assert row["status"] == 502 and row["stream"] is False and "broke off" in row["error"]
+    # The usage object (at the end of the body) never arrived: the prompt is estimated from the
+    # request, the output from the text that did arrive.
+    assert row["usage_source"] == "estimated"
+    prompt = prompt_estimate(PROMPT, messages=1)
+    assert count(arrived) >= 3
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (prompt, count(arrived))
+    assert row["cost_usd"] == cost(prompt, count(arrived), GPT_4O_MINI)
+
+
+def test_anthropic_answer_cut_mid_text_is_estimated_and_billed(gateway: GatewayProcess, key: str,
+                                                              mock_upstream: MockUpstream) -> None:
+    body = {"model": "claude-sonnet-4-20250514", "max_tokens": 100, "system": "Be brief.", "messages": MESSAGES}
+    arrived = _half_text(mock_upstream, "/v1/messages", body, b'"text":"')
+    rid, user, headers = ids()
+    with pytest.raises(anthropic.APIStatusError) as info:
+        _anthropic(gateway, key).messages.create(**body, extra_headers={**headers, "X-Mock-Break-After": "1"})
+    assert info.value.status_code == 502
+    row = only_record(gateway, key, rid, user)
+    assert row["status"] == 502 and row["usage_source"] == "estimated"
+    prompt = prompt_estimate("Be brief.", PROMPT, messages=1)
+    assert count(arrived) >= 3
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (prompt, count(arrived))
+    assert row["cost_usd"] == cost(prompt, count(arrived), CLAUDE_SONNET_4)

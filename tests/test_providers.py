@@ -13,9 +13,11 @@ from hypothesis import strategies as st
 
 from usagegate.providers import (
     StreamTracker,
+    estimate_prompt_tokens,
     prepare_stream_request,
     request_facts,
     stream_tracker,
+    usage_from_cut_body,
     usage_from_json,
 )
 from usagegate.providers import body as body_module
@@ -114,6 +116,50 @@ def test_openai_reasoning_is_part_of_completion() -> None:
 def test_usage_from_json_without_usage_is_none(body: bytes) -> None:
     assert usage_from_json("openai", "/v1/chat/completions", body) is None
     assert usage_from_json("anthropic", "/v1/messages", body) is None
+
+
+# -- bodies the upstream broke off ---------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("provider", "path", "name", "after_usage"),
+    [
+        pytest.param("openai", "/v1/chat/completions", "openai-chat-json-1.json", b',\n  "service_tier"', id="openai-chat"),
+        pytest.param("anthropic", "/v1/messages", "anthropic-messages-json-1.json", b"}", id="anthropic"),
+    ],
+)
+def test_cut_body_keeps_a_usage_object_that_arrived_whole(provider: str, path: str, name: str, after_usage: bytes) -> None:
+    body = _read(name)
+    partial = body[: body.rindex(after_usage)]
+    assert partial != body
+    assert usage_from_cut_body(provider, path, partial, _request(name)) == usage_from_json(provider, path, body)
+    # One byte less and the usage object is incomplete: estimated instead.
+    assert usage_from_cut_body(provider, path, partial[:-1], _request(name)).source == "estimated"
+
+
+def test_cut_body_estimates_the_prompt_and_the_text_that_arrived() -> None:
+    name = "anthropic-messages-json-1.json"
+    body = _read(name)
+    partial = body[: body.index(b"OpenTelemetry")]
+    usage = usage_from_cut_body("anthropic", "/v1/messages", partial, _request(name))
+    arrived = "Here are concise summaries of the three articles:\n\n1. OpenLLMetry: New open-source library extends "
+    assert usage == Usage(
+        prompt_tokens=estimate_prompt_tokens(_request(name)), completion_tokens=count_tokens(arrived),
+        model="claude-3-5-sonnet-20240620", source="estimated",
+    )
+    assert usage.prompt_tokens > 1000 and usage.completion_tokens > 10  # the request's articles; the text
+
+
+def test_cut_body_text_cut_inside_an_escape() -> None:
+    name = "anthropic-messages-json-1.json"
+    body = _read(name)
+    partial = body[: body.index(b"\\n\\n1. OpenLLMetry") + 1]  # ends with a lone backslash
+    usage = usage_from_cut_body("anthropic", "/v1/messages", partial, None)
+    assert (usage.prompt_tokens, usage.completion_tokens) == (0, count_tokens("Here are concise summaries of the three articles:"))
+    body = b'{"model":"gpt-4o","choices":[{"message":{"content":"caf\\u00e9 au lait","tool_calls":[{"function":{"arguments":"{\\"a\\": 1}"}}]}}]}'
+    full = usage_from_cut_body("openai", "/v1/chat/completions", body, None)
+    assert full.completion_tokens == count_tokens("caf\u00e9 au lait" + '{"a": 1}') and full.model == "gpt-4o"
+    cut = usage_from_cut_body("openai", "/v1/chat/completions", body[: body.index(b"e9 au")], None)
+    assert cut.completion_tokens == count_tokens("caf\\u00")  # an unfinished escape, counted as it came
 
 
 # -- streams -------------------------------------------------------------------------------
@@ -343,6 +389,8 @@ def test_usage_from_json_and_trackers_never_raise_on_garbage(body: bytes) -> Non
     for provider, path in (("openai", "/v1/chat/completions"), ("openai", "/v1/responses"), ("anthropic", "/v1/messages")):
         usage_from_json(provider, path, body)
         usage_from_json(provider, path, b'{"usage":' + body)
+        assert isinstance(usage_from_cut_body(provider, path, b'{"content":"' + body, None), Usage)
+        assert isinstance(usage_from_cut_body(provider, path, body, {"messages": [{"content": "hi"}]}), Usage)
         tracker = stream_tracker(provider, path, strip_usage_chunk=True, request=None)
         out = tracker.feed(body) + tracker.flush()
         assert out == body  # garbage is never a usage chunk

@@ -277,14 +277,29 @@ class Gateway:
         record: dict[str, Any], route: Route, facts: providers.RequestFacts, ident: Identity, clock: float,
         ticket: Ticket | None, pre: float = 0.0,
     ) -> None:
+        # response.read()'s own loop, but keeping the blocks: a body cut mid-way still tells what
+        # arrived (the generated text) and may hold the usage.
+        content = response.content
+        blocks: list[bytes] = []
         try:
-            payload = await response.read()
-        except asyncio.TimeoutError:
-            await self._fail(send, record, UpstreamTimeout("The upstream stopped sending its answer (--upstream-timeout)."), clock, ticket)
+            while block := await content.readany():
+                blocks.append(block)
+        except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
+            error: UsagegateError = (
+                UpstreamTimeout("The upstream stopped sending its answer (--upstream-timeout).")
+                if isinstance(exc, asyncio.TimeoutError) else UpstreamError(f"The upstream broke off its answer: {exc}")
+            )
+            usage = None
+            if response.status < 400:
+                # The answer was generated (and is billed) before it was sent: record what arrived.
+                partial = b"".join(blocks)
+                usage = providers.usage_from_cut_body(route.provider, route.path, partial, facts.parsed)
+                record["billed"] = True
+                if self.settings.store_bodies and not ident.omit_response:
+                    record["response_body"] = _stored_text(partial)
+            await self._fail(send, record, error, clock, ticket, usage)
             return
-        except (aiohttp.ClientError, OSError) as exc:
-            await self._fail(send, record, UpstreamError(f"The upstream broke off its answer: {exc}"), clock, ticket)
-            return
+        payload = blocks[0] if len(blocks) == 1 else b"".join(blocks)
         received = time.perf_counter()
         usage = providers.usage_from_json(route.provider, route.path, payload)
         _apply_usage(record, usage)
@@ -370,12 +385,15 @@ class Gateway:
             pass
 
     async def _fail(
-        self, send: Send, record: dict[str, Any], error: UsagegateError, clock: float, ticket: Ticket | None = None
+        self, send: Send, record: dict[str, Any], error: UsagegateError, clock: float, ticket: Ticket | None = None,
+        usage: Usage | None = None,
     ) -> None:
+        """Record the request as failed with `error` (and `usage`, when the provider did some
+        work before the failure), settle its budget, answer with the error."""
         record["status"] = error.status
         record["error"] = error.message
         record["latency_ms"] = int((time.perf_counter() - clock) * 1000)
-        _apply_usage(record, None)
+        _apply_usage(record, usage)
         self._log(record)
         if ticket is not None and self.guard is not None:
             self.guard.settle(ticket, record)

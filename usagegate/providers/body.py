@@ -5,21 +5,32 @@ completions) are not: the usage object is the last `"usage":` key in every OpenA
 Anthropic response and holds only numbers, small strings and nested count objects, so we
 parse just that slice, and take the model from the first `"model":` key, which precedes any
 nested object that could have one. Anything unexpected falls back to the full parse.
+
+`usage_from_cut_body` is for the rare body the upstream broke off mid-way (never on the normal
+path): the usage object when it arrived whole, else an estimate from the request and the
+generated text that did arrive.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..records import Usage
 from . import anthropic, openai
 from ._json import loads_object
+from .request import estimate_usage
 
 # Bodies up to this size are parsed whole (a few µs); bigger ones by slices.
 SLICE_ABOVE = 16 * 1024
 _USAGE_KEY = b'"usage"'
 _MODEL_KEY = b'"model"'
 _HEAD = 4096
+# A string value holding generated text, in any OpenAI or Anthropic response body (message
+# content and refusals, completion and content-block text, tool-call arguments, thinking); the
+# last one may be cut before its closing quote. Keys holding objects (Anthropic tool `input`) or
+# ids are not text the model wrote as such, or not matched.
+_TEXT_VALUE = re.compile(rb'"(?:content|text|refusal|arguments|thinking)"\s*:\s*"((?:[^"\\]|\\.)*)')
 
 
 def usage_from_json(provider: str, path: str, body: bytes, *, slice_above: int = SLICE_ABOVE) -> Usage | None:
@@ -43,6 +54,32 @@ def usage_from_json(provider: str, path: str, body: bytes, *, slice_above: int =
         return None
     model = obj.get("model")
     return normalise(usage_obj, model if isinstance(model, str) else None)
+
+
+def usage_from_cut_body(provider: str, path: str, partial: bytes, request: dict[str, Any] | None) -> Usage:
+    """Usage of a response body that broke off after `partial`: the provider's usage object
+    if it arrived whole (`source="provider"`), else an estimate (`source="estimated"`) of the
+    request's prompt and the generated text in `partial`. A lower bound either way: a
+    non-streamed answer was generated whole before it was sent."""
+    normalise = anthropic.normalise if provider == "anthropic" else openai.normalise
+    is_usage = anthropic.is_usage if provider == "anthropic" else openai.is_usage
+    at = partial.rfind(_USAGE_KEY)
+    if at >= 0:
+        usage = _object_at(partial, at + len(_USAGE_KEY))
+        if usage is not None and is_usage(usage):
+            return normalise(usage, _model(partial, at))
+    found = _string_value(partial, _MODEL_KEY, 0, min(len(partial), _HEAD))
+    text = "".join(_string_text(raw) for raw in _TEXT_VALUE.findall(partial))
+    return estimate_usage(request, text, found[0] if found is not None else None)
+
+
+def _string_text(raw: bytes) -> str:
+    """A JSON string's content (without quotes), which may end mid-escape or mid-character."""
+    loaded = loads_object(b'{"s":"' + raw + b'"}')
+    if loaded is not None and isinstance(loaded.get("s"), str):
+        return loaded["s"]  # type: ignore[no-any-return]
+    # Cut inside an escape or a UTF-8 sequence: near enough for a count.
+    return raw.decode("utf-8", "replace")
 
 
 def _object_at(body: bytes | bytearray, after_key: int) -> dict[str, Any] | None:

@@ -2,7 +2,8 @@
 
 `request_facts` never raises; `prepare_stream_request` rewrites an OpenAI streaming body so
 the upstream reports usage; `estimate_prompt_tokens` counts a prompt offline when the
-upstream never said how many tokens it read.
+upstream never said how many tokens it read, and `estimate_usage` makes the whole estimated
+`Usage` of an answer (a stream without usage, an answer cut short, a client gone before it).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..records import Usage
 from ..tokenizer import count_tokens
 from ._json import dumps, loads_object
 
@@ -116,6 +118,20 @@ def estimate_prompt_tokens(request: dict[str, Any] | None) -> int:
     if not texts and not framing:
         return 0
     return _PER_REQUEST + framing + count_tokens("\n".join(texts))
+
+
+def estimate_usage(request: dict[str, Any] | None, generated: str = "", model: str | None = None) -> Usage:
+    """Offline estimate (`source="estimated"`) of an answer's usage: the request's prompt and the
+    text `generated` so far. `model` defaults to the request's."""
+    if model is None and request:
+        asked = request.get("model")
+        model = asked if isinstance(asked, str) else None
+    return Usage(
+        prompt_tokens=estimate_prompt_tokens(request),
+        completion_tokens=count_tokens(generated),
+        model=model,
+        source="estimated",
+    )
 
 
 def _collect_text(value: object, out: list[str], depth: int) -> None:

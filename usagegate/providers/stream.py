@@ -21,7 +21,7 @@ from ..records import Usage
 from ..tokenizer import count_tokens
 from . import anthropic, openai
 from ._json import loads_object
-from .request import estimate_prompt_tokens
+from .request import estimate_usage
 
 # Two line terminators in a row (CRLF, lone CR or LF): the end of an event. Only used once a
 # stream has shown a CR; LF-only streams use bytes.find(b"\n\n").
@@ -64,7 +64,7 @@ class StreamTracker:
 
     __slots__ = (
         "_strip", "_request", "_buf", "_scan", "_sent", "_cr",
-        "_pending", "_pending_size", "_text", "_model", "_prompt_estimate",
+        "_pending", "_pending_size", "_text", "_model",
     )
 
     def __init__(self, *, strip_usage_chunk: bool = False, request: dict[str, Any] | None = None) -> None:
@@ -78,7 +78,6 @@ class StreamTracker:
         self._pending_size = 0
         self._text: list[str] = []
         self._model: str | None = None
-        self._prompt_estimate: int | None = None
 
     # -- hot path -------------------------------------------------------------------------
 
@@ -215,23 +214,16 @@ class StreamTracker:
         if reported is not None:
             return reported
         self._parse_pending()
-        completion = count_tokens("".join(self._text))
-        request_model = self._request.get("model") if self._request else None
-        model = self._model or (request_model if isinstance(request_model, str) else None)
+        text = "".join(self._text)
         partial = self._partial_usage()
-        if partial is not None:
-            partial.completion_tokens = max(partial.completion_tokens, completion)
-            partial.model = partial.model or model
-            partial.source = "estimated"
-            return partial
-        if self._prompt_estimate is None:
-            self._prompt_estimate = estimate_prompt_tokens(self._request)
-        return Usage(
-            prompt_tokens=self._prompt_estimate,
-            completion_tokens=completion,
-            model=model,
-            source="estimated",
-        )
+        if partial is None:
+            return estimate_usage(self._request, text, self._model)
+        # The provider's input-side counts stand; only the output is estimated.
+        request_model = self._request.get("model") if self._request else None
+        partial.completion_tokens = max(partial.completion_tokens, count_tokens(text))
+        partial.model = partial.model or self._model or (request_model if isinstance(request_model, str) else None)
+        partial.source = "estimated"
+        return partial
 
 
 class OpenAIChatTracker(StreamTracker):
