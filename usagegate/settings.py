@@ -24,9 +24,11 @@ class Settings:
     upstream_timeout: float = 600.0
     store_bodies: bool = True
     body_ttl_days: int = 30
-    # How often the spool is fsynced and the writer moves batches to the store (seconds).
+    # How often the spool is fsynced, and how long the writer lets a batch grow before inserting it
+    # (seconds). A record is visible within about flush_interval + one insert (DESIGN: 2 s); longer
+    # batches pay the store's fixed cost per insert less often (docs/performance.md).
     fsync_interval: float = 0.2
-    flush_interval: float = 0.2
+    flush_interval: float = 0.5
     # Alerts: how often rules are evaluated (seconds); webhooks to private addresses need opting in.
     alert_interval: float = 10.0
     allow_private_webhooks: bool = False
