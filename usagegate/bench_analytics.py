@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from usagegate import analytics
+from usagegate.api.users import recent_of
 from usagegate.migrations import ROLLUPS
 from usagegate.store import Store
 
@@ -120,9 +121,7 @@ def measure(rows: int, users: int = 100_000, runs: int = 3, directory: Path | No
                                  analytics.user_totals(store, scope))
 
         async def user_detail() -> None:  # what GET /api/users/{id} runs
-            await asyncio.gather(analytics.user_exists(store, ORG, "user-42"),
-                                 analytics.user_detail(store, one, "day"),
-                                 analytics.recent_requests(store, one, 20))
+            await asyncio.gather(recent_of(store, ORG, "user-42", scope), analytics.user_detail(store, one, "day"))
 
         async def breakdown() -> None:
             await analytics.breakdown(store, scope, "plan")

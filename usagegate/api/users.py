@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from usagegate import analytics
-from usagegate.analytics import Page
+from usagegate.analytics import Page, Scope
 from usagegate.api.auth import context, org_of
 from usagegate.api.params import (
     ApiError,
@@ -30,6 +30,7 @@ from usagegate.api.params import (
 from usagegate.api.requests import LIST_COLUMNS, list_requests
 from usagegate.api.requests import render as render_request
 from usagegate.api.scope import range_out, render, render_user, scope_of, user_from_path
+from usagegate.store import Store
 
 router = APIRouter(tags=["users"])
 
@@ -136,20 +137,13 @@ async def user_detail(request: Request, org: str, user_id: str) -> dict[str, Any
         if not await analytics.user_exists(store, org, user_id):
             raise _no_user(user_id) from None  # an unknown user is 404 whatever the parameters
         raise
-    one = replace(scope, user_id=user_id)
-    # The existence probe runs beside the detail's queries (the store has concurrent readers);
-    # a detail computed for an unknown user is all zeros and thrown away.
-    found, detail, recent = await asyncio.gather(
-        analytics.user_exists(store, org, user_id),
-        analytics.user_detail(store, one, interval),
-        store.query(
-            f"SELECT {LIST_COLUMNS} FROM requests WHERE org_id = {{org:String}} AND user_id = {{user:String}} "
-            "AND created_at >= {t_from:DateTime64(3)} AND created_at < {t_to:DateTime64(3)} "
-            f"ORDER BY created_at DESC, request_id DESC LIMIT {RECENT_REQUESTS}",
-            {"org": org, "user": user_id, "t_from": analytics.ch_time(scope.start), "t_to": analytics.ch_time(scope.end)},
-        ),
+    # Recent requests first: the longest of the route's store queries, so it takes a reader
+    # before the detail's (the store has two); the detail says whether the user exists at all.
+    recent, detail = await asyncio.gather(
+        recent_of(store, org, user_id, scope),
+        analytics.user_detail(store, replace(scope, user_id=user_id), interval),
     )
-    if not found:
+    if not detail.exists:
         raise _no_user(user_id)
     return {
         **range_out(scope),
@@ -160,6 +154,16 @@ async def user_detail(request: Request, org: str, user_id: str) -> dict[str, Any
         "cost_by_property": [{**p, "cost_usd": money(p["cost_usd"])} for p in detail.cost_by_property],
         "recent_requests": [render_request(r) for r in recent],
     }
+
+
+async def recent_of(store: Store, org: str, user_id: str, scope: Scope) -> list[dict[str, Any]]:
+    """The user's newest requests in the range (the detail's `recent_requests`), unrendered."""
+    return await store.query(
+        f"SELECT {LIST_COLUMNS} FROM requests WHERE org_id = {{org:String}} AND user_id = {{user:String}} "
+        "AND created_at >= {t_from:DateTime64(3)} AND created_at < {t_to:DateTime64(3)} "
+        f"ORDER BY created_at DESC, request_id DESC LIMIT {RECENT_REQUESTS}",
+        {"org": org, "user": user_id, "t_from": analytics.ch_time(scope.start), "t_to": analytics.ch_time(scope.end)},
+    )
 
 
 def fill_series(points: list[dict[str, Any]], start: datetime, end: datetime, step: timedelta) -> list[dict[str, Any]]:

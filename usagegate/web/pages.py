@@ -205,15 +205,14 @@ async def user_page(request: Request) -> Response:
     interval = view.interval()
     step = timedelta(hours=1) if interval == "hour" else timedelta(days=1)
     conn = context(request).config.conn
-    # The existence probe runs beside the page's queries (the store has concurrent readers);
-    # the detail is the API's (analytics.user_detail: 3 queries instead of 4 + a users row).
-    found, detail, recent, flagged = await asyncio.gather(
-        analytics.user_exists(store, session.org_id, user_id),
-        analytics.user_detail(store, one, interval),
+    # The detail is the API's (analytics.user_detail, which also says whether the user exists);
+    # recent requests first, the longest query, so it takes one of the store's two readers first.
+    recent, detail, flagged = await asyncio.gather(
         analytics.recent_requests(store, one, RECENT),
+        analytics.user_detail(store, one, interval),
         anomalies.find_anomalies(store, conn, session.org_id, anomalies.today()),
     )
-    if not found:
+    if not detail.exists:
         return _not_found(request, session, view, f"No user {user_id[:80]!r} in this organization.")
     row, points, models, props = detail.row, detail.series, detail.cost_by_model, detail.cost_by_property
     for r in recent:
