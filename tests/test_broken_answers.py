@@ -4,6 +4,8 @@
   far — the provider generated and bills them — priced at the published rates. A non-streamed
   answer cut mid-body: 502, the provider's usage if it arrived whole, else the request's prompt and
   the text that did arrive, estimated.
+- The client hangs up while the upstream is still thinking (mock `X-Mock-Delay-Ms`): status 499,
+  the upstream request cancelled, the prompt (which the provider did read) estimated and billed.
 
 Expected numbers are worked out here, independently of the gateway: the offline estimate is the
 `o200k_base` count of the prompt text + 3 per message + 3 per request (docs/billing.md), the output
@@ -13,7 +15,11 @@ per-token price.
 
 from __future__ import annotations
 
+import json
+import socket
+import time
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -156,3 +162,101 @@ def test_anthropic_answer_cut_mid_text_is_estimated_and_billed(gateway: GatewayP
     assert count(arrived) >= 3
     assert (row["prompt_tokens"], row["completion_tokens"]) == (prompt, count(arrived))
     assert row["cost_usd"] == cost(prompt, count(arrived), CLAUDE_SONNET_4)
+
+
+# -- the client hangs up before the upstream's headers arrive -------------------------------------
+
+HANG_UP_CASES = [
+    pytest.param("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": MESSAGES}, GPT_4O_MINI,
+                 id="openai-chat"),
+    pytest.param("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}, GPT_4O_MINI,
+                 id="openai-chat-stream"),
+    pytest.param("/anthropic/v1/messages", {"model": "claude-sonnet-4-20250514", "max_tokens": 100,
+                                            "messages": MESSAGES}, CLAUDE_SONNET_4, id="anthropic"),
+    pytest.param("/anthropic/v1/messages", {"model": "claude-sonnet-4-20250514", "max_tokens": 100,
+                                            "messages": MESSAGES, "stream": True}, CLAUDE_SONNET_4,
+                 id="anthropic-stream"),
+]
+UPSTREAM_DELAY_S = 2.0
+HANG_UP_AFTER_S = 0.3
+
+
+def _send_then_hang_up(gw: GatewayProcess, path: str, body: dict[str, Any], headers: dict[str, str],
+                       wait: Callable[[], object] = lambda: time.sleep(HANG_UP_AFTER_S)) -> float:
+    """POST on a raw socket, `wait()` without reading, close: a client timing out while the
+    upstream is slow. Returns when the request was sent (time.monotonic())."""
+    payload = json.dumps(body).encode()
+    head = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{gw.port}", "Content-Type: application/json",
+            f"Content-Length: {len(payload)}", *(f"{k}: {v}" for k, v in headers.items())]
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall("\r\n".join(head).encode() + b"\r\n\r\n" + payload)
+        sent = time.monotonic()
+        wait()
+        sock.setblocking(False)
+        try:
+            early = sock.recv(1)
+        except BlockingIOError:
+            early = b""
+        assert early == b"", "the gateway answered before the upstream did"
+    return sent
+
+
+def _upstream_saw(mock: MockUpstream, marker: str, closed: bool = True, timeout: float = 5.0) -> dict[str, Any]:
+    """The mock's log entry for the request carrying `marker`, once it has it (and, with `closed`,
+    has seen the connection closed)."""
+    deadline = time.monotonic() + timeout
+    seen: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        seen = [r for r in mock.received() if r["headers"].get("x-test-marker") == marker]
+        if seen and (seen[0]["closed_early"] or not closed):
+            return seen[0]
+        time.sleep(0.005 if not closed else 0.05)
+    raise AssertionError(f"the upstream request was not {'cancelled' if closed else 'sent'}: {seen}")
+
+
+@pytest.mark.parametrize(("path", "body", "rates"), HANG_UP_CASES)
+def test_client_gone_before_the_upstream_answers_is_499_with_the_prompt_billed(
+    gateway: GatewayProcess, key: str, mock_upstream: MockUpstream, path: str, body: dict[str, Any],
+    rates: tuple[Decimal, Decimal],
+) -> None:
+    rid, user, headers = ids()
+    marker = uuid.uuid4().hex
+    sent = _send_then_hang_up(gateway, path, body, {
+        **headers, "Helicone-Auth": f"Bearer {key}", "Authorization": f"Bearer {PROVIDER_KEY}",
+        "x-api-key": PROVIDER_KEY, "anthropic-version": "2023-06-01",
+        "X-Mock-Delay-Ms": str(int(UPSTREAM_DELAY_S * 1000)), "X-Test-Marker": marker,
+    })
+    # The gateway closed its upstream request instead of leaving it to run (and bill) for nothing.
+    assert _upstream_saw(mock_upstream, marker)["closed_early"] is True
+    row = gateway.wait_for_record(key, rid)
+    assert row["status"] == 499 and "disconnected" in row["error"]
+    assert row["model"] == row["request_model"] == body["model"]
+    # The provider received and read the prompt; no output is known.
+    assert row["usage_source"] == "estimated"
+    prompt = prompt_estimate(PROMPT, messages=1)
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (prompt, 0)
+    assert row["cost_usd"] == cost(prompt, 0, rates)
+    # Latency is the time until the hang-up, not the upstream's 2 s.
+    assert HANG_UP_AFTER_S * 1000 - 50 <= row["latency_ms"] < UPSTREAM_DELAY_S * 1000 - 500, row["latency_ms"]
+    # Once the upstream's delay has passed, still exactly one record.
+    time.sleep(max(0.0, sent + UPSTREAM_DELAY_S + 0.5 - time.monotonic()))
+    assert only_record(gateway, key, rid, user)["status"] == 499
+
+
+def test_client_gone_as_soon_as_the_request_is_forwarded(gateway: GatewayProcess, key: str,
+                                                        mock_upstream: MockUpstream) -> None:
+    """The gateway starts watching for hang-ups only after 50 ms without an answer (a watch costs
+    a task per request); a client gone sooner is seen then, not missed."""
+    rid, user, headers = ids()
+    marker = uuid.uuid4().hex
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES}
+    _send_then_hang_up(gateway, "/v1/chat/completions", body, {
+        **headers, "Helicone-Auth": f"Bearer {key}", "Authorization": f"Bearer {PROVIDER_KEY}",
+        "X-Mock-Delay-Ms": str(int(UPSTREAM_DELAY_S * 1000)), "X-Test-Marker": marker,
+    }, wait=lambda: _upstream_saw(mock_upstream, marker, closed=False, timeout=2))
+    assert _upstream_saw(mock_upstream, marker)["closed_early"] is True
+    row = gateway.wait_for_record(key, rid)
+    assert row["status"] == 499 and row["latency_ms"] < UPSTREAM_DELAY_S * 1000 - 500, row
+    prompt = prompt_estimate(PROMPT, messages=1)
+    assert (row["prompt_tokens"], row["completion_tokens"], row["cost_usd"]) == (prompt, 0, cost(prompt, 0, GPT_4O_MINI))
+    assert only_record(gateway, key, rid, user)["status"] == 499

@@ -54,6 +54,9 @@ STORED_BODY_LIMIT = 256 * 1024
 BUDGET_HEADER = b"x-usagegate-budget-remaining"
 NINE_PLACES = Decimal("0.000000001")
 CLIENT_CLOSED = 499
+# How long the upstream may take to answer before the gateway starts watching for a client
+# hang-up (see _DisconnectWatch); also the latency a hang-up sooner than that is recorded with.
+WATCH_AFTER_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +241,9 @@ class Gateway:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]
                    if k not in _HOP_BY_HOP and not k.startswith(b"helicone-")]
         assert self._session is not None
+        # A client that hangs up while the upstream thinks (before its headers, or mid-stream)
+        # cancels this task, and with it the upstream request: the provider stops work it would bill.
+        watch = _DisconnectWatch(receive, WATCH_AFTER_S)
         try:
             pre = time.perf_counter() - clock
             try:
@@ -245,12 +251,23 @@ class Gateway:
                     scope["method"], url, headers=headers, data=send_body, allow_redirects=False
                 )
                 answered = time.perf_counter()
+            except asyncio.CancelledError:
+                watch.stop()
+                if not watch.fired:
+                    raise  # someone else's cancellation (shutdown): not ours to swallow
+                watch.task.uncancel()  # type: ignore[union-attr]
+                # The provider received the prompt and read it; what it generated is unknown.
+                await self._fail(send, record, ClientClosed("The client disconnected before the upstream answered."),
+                                 clock, ticket, providers.estimate_usage(facts.parsed))
+                return
             except asyncio.TimeoutError:
+                watch.stop()
                 await self._fail(send, record, UpstreamTimeout(
                     f"The upstream did not answer within {self.settings.upstream_timeout:g} s (--upstream-timeout)."
                 ), clock, ticket)
                 return
             except (aiohttp.ClientError, OSError) as exc:
+                watch.stop()
                 await self._fail(send, record, UpstreamError(f"The upstream at {route.base_url} is unreachable: {exc}"), clock, ticket)
                 return
             async with response:
@@ -264,10 +281,13 @@ class Gateway:
                     if ticket is not None and ticket.remaining is not None:
                         out_headers.append((BUDGET_HEADER, _usd(ticket.remaining)))
                     self.added_latency.observe(pre + time.perf_counter() - answered)
-                    await self._relay_stream(receive, send, response, out_headers, record, route, facts, strip_usage, ident, clock, ticket)
+                    await self._relay_stream(watch, send, response, out_headers, record, route, facts, strip_usage, ident, clock, ticket)
                 else:
+                    # A non-streamed answer is generated before its headers come: read it whole.
+                    watch.stop()
                     await self._relay_body(send, response, out_headers, record, route, facts, ident, clock, ticket, pre)
         finally:
+            watch.stop()
             # Whatever happened above (a bug, a cancelled task), never leave budget reserved.
             if ticket is not None and not ticket.settled and self.guard is not None:
                 self.guard.settle(ticket, record)
@@ -322,7 +342,7 @@ class Gateway:
         self.added_latency.observe(pre + time.perf_counter() - received)
 
     async def _relay_stream(
-        self, receive: Receive, send: Send, response: aiohttp.ClientResponse, headers: list[tuple[bytes, bytes]],
+        self, watch: _DisconnectWatch, send: Send, response: aiohttp.ClientResponse, headers: list[tuple[bytes, bytes]],
         record: dict[str, Any], route: Route, facts: providers.RequestFacts, strip_usage: bool,
         ident: Identity, clock: float, ticket: Ticket | None,
     ) -> None:
@@ -332,12 +352,9 @@ class Gateway:
         stored: list[bytes] = []
         stored_size = 0
         client_gone = False
-        # uvicorn drops sends to a departed client silently and never cancels us, so watch for
-        # the disconnect message; it cancels the relay at once, even while the upstream is
+        # The watch cancels the relay at once when the client leaves, even while the upstream is
         # silent (a model thinking), which closes the upstream stream and stops its bill.
-        watch = _DisconnectWatch(asyncio.current_task())
-        disconnected = asyncio.ensure_future(receive())
-        disconnected.add_done_callback(watch.on_receive)
+        watch.start()
         try:
             await send({"type": "http.response.start", "status": response.status, "headers": headers})
             async for chunk in response.content.iter_any():
@@ -362,9 +379,7 @@ class Gateway:
             watch.task.uncancel()  # type: ignore[union-attr]
             client_gone = True
         finally:
-            watch.active = False
-            if not disconnected.done():
-                disconnected.cancel()
+            watch.stop()
         tail = tracker.flush()
         usage = tracker.usage()
         if client_gone:
@@ -456,14 +471,39 @@ class Gateway:
 
 
 class _DisconnectWatch:
-    """Cancels a stream relay when the client's `http.disconnect` arrives while it runs."""
+    """Cancels the current task when the client's `http.disconnect` arrives before `stop()`.
 
-    __slots__ = ("task", "active", "fired")
+    uvicorn drops sends to a departed client silently and never cancels the app, so a hang-up
+    is only seen by reading the next ASGI message. The task that made the watch catches the
+    CancelledError and tells it from anyone else's cancellation by `fired`.
+    """
 
-    def __init__(self, task: asyncio.Task[Any] | None) -> None:
-        self.task = task
+    __slots__ = ("task", "active", "fired", "_receive", "_message", "_timer")
+
+    def __init__(self, receive: Receive, after: float) -> None:
+        """Start watching in `after` seconds (or at `start()`): reading the next message takes
+        a task (~5-20 µs here), which an answer that comes sooner does not need to pay. A
+        hang-up before then is still seen, when the watch starts."""
+        self.task = asyncio.current_task()
         self.active = True
         self.fired = False
+        self._receive = receive
+        self._message: asyncio.Future[dict[str, Any]] | None = None
+        self._timer = asyncio.get_running_loop().call_later(after, self.start)
+
+    def start(self) -> None:
+        """Watch from now on (idempotent)."""
+        if self._message is None and self.active:
+            self._timer.cancel()
+            self._message = asyncio.ensure_future(self._receive())
+            self._message.add_done_callback(self.on_receive)
+
+    def stop(self) -> None:
+        """Stop watching (idempotent); a hang-up after this no longer cancels anything."""
+        self.active = False
+        self._timer.cancel()
+        if self._message is not None and not self._message.done():
+            self._message.cancel()
 
     def on_receive(self, message: asyncio.Future[dict[str, Any]]) -> None:
         # Runs on the loop thread, so `active` cannot change under us; a cancelled or failed

@@ -28,7 +28,8 @@ Request headers that change the answer (names are case-insensitive):
 - `X-Mock-Set-Cookie: N`       add `Set-Cookie: mock_session=N; Path=/` to the answer
 
 Introspection: `GET /_mock/requests` lists the last 200 requests (method, path, query, headers
-with lowercase names, body as text); `DELETE /_mock/requests` clears the list.
+with lowercase names, body as text, and `closed_early`: the client closed the connection while a
+delayed or paced reply was still pending); `DELETE /_mock/requests` clears the list.
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ class Request:
     keep_alive: bool
     # The X-Mock-* headers, keyed by lowercase name without the prefix ("status", "delay-ms").
     mock: dict[str, int] = field(default_factory=dict)
+    # The client hung up before a delayed or paced reply was fully written (it cancelled).
+    closed_early: bool = False
 
     def headers_dict(self) -> dict[str, str]:
         """Headers with lowercase names; repeated headers are joined with ", "."""
@@ -681,6 +684,7 @@ class MockUpstream:
                 {
                     "method": r.method, "path": r.path, "query": r.query,
                     "headers": r.headers_dict(), "body": r.body.decode("utf-8", "replace"),
+                    "closed_early": r.closed_early,
                 }
                 for r in self.requests
             ]
@@ -836,11 +840,15 @@ class _Connection(asyncio.Protocol):
             if reply.delay_s > 0:
                 await asyncio.sleep(reply.delay_s)
             if self._transport is None:
+                req.closed_early = True
                 return
             if reply.events is None or reply.chunk_delay_s is None:
                 self._send(req, reply)
             else:
                 await self._send_paced(req, reply)
+        except asyncio.CancelledError:
+            req.closed_early = True  # connection_lost: the client hung up before the reply was out
+            raise
         finally:
             self._busy = False
             self._task = None
