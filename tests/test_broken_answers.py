@@ -260,3 +260,21 @@ def test_client_gone_as_soon_as_the_request_is_forwarded(gateway: GatewayProcess
     prompt = prompt_estimate(PROMPT, messages=1)
     assert (row["prompt_tokens"], row["completion_tokens"], row["cost_usd"]) == (prompt, 0, cost(prompt, 0, GPT_4O_MINI))
     assert only_record(gateway, key, rid, user)["status"] == 499
+
+
+def test_client_gone_before_sending_its_whole_body_costs_nothing(gateway: GatewayProcess, key: str,
+                                                                mock_upstream: MockUpstream) -> None:
+    """Nothing was forwarded, so nothing was billed: cost 0, not NULL ("price unknown")."""
+    rid, user, headers = ids()
+    marker = uuid.uuid4().hex
+    payload = json.dumps({"model": "gpt-4o-mini", "messages": MESSAGES}).encode()
+    head = ["POST /v1/chat/completions HTTP/1.1", f"Host: 127.0.0.1:{gateway.port}",
+            "Content-Type: application/json", f"Content-Length: {len(payload)}", f"Helicone-Auth: Bearer {key}",
+            f"X-Test-Marker: {marker}", *(f"{k}: {v}" for k, v in headers.items())]
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall("\r\n".join(head).encode() + b"\r\n\r\n" + payload[:20])
+        time.sleep(HANG_UP_AFTER_S)
+    row = only_record(gateway, key, rid, user)
+    assert row["status"] == 499 and "whole body" in row["error"]
+    assert (row["prompt_tokens"], row["completion_tokens"], row["cost_usd"]) == (0, 0, "0.000000000")
+    assert not [r for r in mock_upstream.received() if r["headers"].get("x-test-marker") == marker]

@@ -120,6 +120,9 @@ def test_client_disconnect_is_billed() -> None:
     # 499: the client went away mid-stream; the provider still bills what it generated.
     cost = Pricer().cost("openai", "gpt-4o-mini", Usage(1000, 1000), status=499)
     assert cost == Decimal("0.000750000")
+    # No tokens: it left before the request was forwarded. Free, even with no model to price.
+    assert Pricer().cost("openai", "gpt-4o-mini", Usage(), status=499) == Decimal(0)
+    assert Pricer().cost("openai", "", Usage(), status=499) == Decimal(0)
 
 
 def test_override_takes_precedence_and_cache_rates_fall_back_to_input() -> None:

@@ -10,8 +10,10 @@ change on a start date are cached until the next one.
 Cost rules (DESIGN §2): cached input at the cache-read rate, cache writes at the write rate
 (1-hour writes at the 1-hour rate when there is one), reasoning as output; rounded half-even
 to 9 places. Unknown model -> None, never 0. An error response the provider does not bill
-(status >= 400) -> 0; billed anyway: 499 (the client went away) and `billed=True` (the upstream
-answered 2xx, then broke off: the record carries the tokens it produced before the cut).
+(status >= 400) -> 0; billed anyway: 499 (the client went away) with tokens recorded, and
+`billed=True` (the upstream answered 2xx, then broke off: the record carries the tokens it
+produced before the cut). A 499 without tokens never reached the provider (the client left
+while sending its body): 0, not None, whatever the model.
 """
 
 from __future__ import annotations
@@ -140,8 +142,10 @@ class Pricer:
     ) -> Decimal | None:
         """USD cost of one request, rounded half-even to 9 places; None when the model has
         no known price and no override; Decimal 0 for unbilled errors (status >= 400, except
-        499 and errors marked `billed`)."""
-        if status >= 400 and status != _CLIENT_CLOSED and not billed:
+        499 with tokens and errors marked `billed`)."""
+        if status >= 400 and not billed and (
+            status != _CLIENT_CLOSED or not (usage.prompt_tokens or usage.completion_tokens)
+        ):
             return Decimal(0)
         if override is not None:
             rates = self._overrides.get(override)
