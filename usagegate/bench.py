@@ -257,7 +257,7 @@ def _sample_record(spool: Path, timeout: float = 10.0) -> dict[str, Any]:
 
 def measure_ingest(sample: dict[str, Any], count: int, directory: Path) -> float:
     """Records/s from an fsynced spool into a fresh embedded store via the BatchWriter."""
-    from usagegate.ingest import Ingest
+    from usagegate.ingest import Ingest, to_arrow
     from usagegate.logpipe import BatchWriter, Spool
     from usagegate.pricing import Pricer
     from usagegate.store import Store
@@ -269,7 +269,11 @@ def measure_ingest(sample: dict[str, Any], count: int, directory: Path) -> float
     spool.close()  # fsyncs
     store = Store.open("embedded", directory)
     try:
-        writer = BatchWriter(directory / "spool", Ingest(store, Pricer(), lambda org, model: None))
+        pricer = Pricer()
+        # What a store process pays once, at its first batch, not per record: pyarrow imports pandas
+        # on its first table (~1 s here) and the price table loads on first use.
+        to_arrow([sample], pricer, lambda org, model: None)
+        writer = BatchWriter(directory / "spool", Ingest(store, pricer, lambda org, model: None))
         started = time.perf_counter()
         if not writer.drain(timeout=300):
             raise UsagegateError(f"ingest did not finish: {writer.last_error}")
