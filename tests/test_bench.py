@@ -8,7 +8,7 @@ import subprocess
 from tests.servers import PYTHON, _env
 
 KEYS = ("overhead_p50_ms", "overhead_p99_ms", "throughput_vs_minimal", "throughput_ratio",
-        "streaming_ttfb_added_ms", "ingest_records_per_s")
+        "streaming_ttfb_added_ms", "ingest_records_per_s", "over_minimal_p50_ms", "over_minimal_p99_ms")
 
 
 def test_bench_quick_json_reports_every_figure() -> None:
@@ -20,6 +20,9 @@ def test_bench_quick_json_reports_every_figure() -> None:
     # Sane, not fast: this machine is shared, so only the physics is asserted.
     assert 0 < result["direct_p50_ms"] < result["gateway_p50_ms"] < 1000
     assert -50 < result["overhead_p50_ms"] < 1000 and -50 < result["overhead_p99_ms"] < 5000
+    # One round (--quick): gateway − minimal < gateway − direct, since the minimal proxy is a hop
+    # slower than calling the mock directly.
+    assert result["over_minimal_p50_ms"] < result["overhead_p50_ms"]
     assert 0 < result["throughput_vs_minimal"] < 3 and 0 < result["throughput_ratio"] < 3
     assert result["gateway_rps"] > 10 and result["minimal_rps"] > 10 and result["direct_rps"] > 10
     assert -50 < result["streaming_ttfb_added_ms"] < 1000

@@ -198,6 +198,11 @@ def run_bench(*, quick: bool = False, console: Console | None = None) -> dict[st
         "minimal_overhead_p99_ms": paired(p99["minimal"], p99["mock"]),
         "overhead_p50_ms": paired(p50["gateway"], p50["mock"]),
         "overhead_p99_ms": paired(p99["gateway"], p99["mock"]),
+        # The gateway's own share: what it adds over the minimal pass-through, paired per round. On
+        # a host where one more Python hop costs more than DESIGN §7's 0.23-0.26 ms, this is the
+        # part the gateway's code controls.
+        "over_minimal_p50_ms": paired(p50["gateway"], p50["minimal"]),
+        "over_minimal_p99_ms": paired(p99["gateway"], p99["minimal"]),
         "overhead_p50_ms_rounds": [round(g - d, 3) for g, d in zip(p50["gateway"], p50["mock"])],
         "overhead_p99_ms_rounds": [round(g - d, 3) for g, d in zip(p99["gateway"], p99["mock"])],
         "direct_rps": round(statistics.median(rps["mock"])),
@@ -303,6 +308,8 @@ def render(result: dict[str, Any], console: Console) -> None:
                   f"≤ {TARGETS['overhead_p50_ms']} {ok('overhead_p50_ms', r['overhead_p50_ms'])}")
     table.add_row("added p99 (ms)", "", f"{r['minimal_overhead_p99_ms']:.3f}", f"{r['overhead_p99_ms']:.3f}",
                   f"≤ {TARGETS['overhead_p99_ms']} {ok('overhead_p99_ms', r['overhead_p99_ms'])}")
+    table.add_row("  gateway − minimal proxy (ms)", "", "", f"{r['over_minimal_p50_ms']:.3f} / {r['over_minimal_p99_ms']:.3f}",
+                  "p50 / p99")
     table.add_row("throughput, 32 conn (req/s)", f"{r['direct_rps']:,}", f"{r['minimal_rps']:,}", f"{r['gateway_rps']:,}", "")
     table.add_row("  vs direct", "1.00", f"{r['minimal_vs_direct']:.2f}", f"{r['throughput_ratio']:.2f}", "")
     table.add_row("  vs minimal proxy", "", "1.00", f"{r['throughput_vs_minimal']:.2f}",
