@@ -294,6 +294,7 @@ async def _trickle(session: aiohttp.ClientSession, url: str, key: str, since: da
         if time.monotonic() >= next_status:
             next_status += 10
             page = await fetch_users(session, url, key, since, limit=1)
-            console.print(f"{datetime.now():%H:%M:%S}  {page.totals['requests']:,} requests recorded for "
-                          f"{page.count} users, {_usd(page.totals['cost_usd'])} USD in all")
+            # Live traffic only (since the demo started): the backfilled history is in the dashboard.
+            console.print(f"{datetime.now():%H:%M:%S}  live: {page.totals['requests']:,} requests recorded from "
+                          f"{page.count} users since the demo started, {_usd(page.totals['cost_usd'])} USD")
     console.print(f"{tally.sent} requests sent in all ({tally.errors} errors)")
