@@ -18,6 +18,7 @@ import aiohttp
 
 from usagegate import providers
 from usagegate.config_db import KeyRing
+from usagegate.disconnect_watch import WATCH_AFTER_S, DisconnectWatch
 from usagegate.errors import (
     BadRequest,
     ClientClosed,
@@ -30,7 +31,12 @@ from usagegate.errors import (
     UsagegateError,
     provider_error_body,
 )
-from usagegate.identity import Identity, RequestIds, clean_user_id, parse_helicone_headers
+from usagegate.identity import (
+    Identity,
+    RequestIds,
+    clean_user_id,
+    parse_helicone_headers,
+)
 from usagegate.limits import Guard, Ticket
 from usagegate.logpipe import Spool
 from usagegate.metrics import Histogram
@@ -54,9 +60,6 @@ STORED_BODY_LIMIT = 256 * 1024
 BUDGET_HEADER = b"x-usagegate-budget-remaining"
 NINE_PLACES = Decimal("0.000000001")
 CLIENT_CLOSED = 499
-# How long the upstream may take to answer before the gateway starts watching for a client
-# hang-up (see _DisconnectWatch); also the latency a hang-up sooner than that is recorded with.
-WATCH_AFTER_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +246,7 @@ class Gateway:
         assert self._session is not None
         # A client that hangs up while the upstream thinks (before its headers, or mid-stream)
         # cancels this task, and with it the upstream request: the provider stops work it would bill.
-        watch = _DisconnectWatch(receive, WATCH_AFTER_S)
+        watch = DisconnectWatch(receive, WATCH_AFTER_S)
         try:
             pre = time.perf_counter() - clock
             try:
@@ -342,7 +345,7 @@ class Gateway:
         self.added_latency.observe(pre + time.perf_counter() - received)
 
     async def _relay_stream(
-        self, watch: _DisconnectWatch, send: Send, response: aiohttp.ClientResponse, headers: list[tuple[bytes, bytes]],
+        self, watch: DisconnectWatch, send: Send, response: aiohttp.ClientResponse, headers: list[tuple[bytes, bytes]],
         record: dict[str, Any], route: Route, facts: providers.RequestFacts, strip_usage: bool,
         ident: Identity, clock: float, ticket: Ticket | None,
     ) -> None:
@@ -468,51 +471,6 @@ class Gateway:
             await send({"type": "http.response.body", "body": body})
         except OSError:
             pass
-
-
-class _DisconnectWatch:
-    """Cancels the current task when the client's `http.disconnect` arrives before `stop()`.
-
-    uvicorn drops sends to a departed client silently and never cancels the app, so a hang-up
-    is only seen by reading the next ASGI message. The task that made the watch catches the
-    CancelledError and tells it from anyone else's cancellation by `fired`.
-    """
-
-    __slots__ = ("task", "active", "fired", "_receive", "_message", "_timer")
-
-    def __init__(self, receive: Receive, after: float) -> None:
-        """Start watching in `after` seconds (or at `start()`): reading the next message takes
-        a task (~5-20 µs here), which an answer that comes sooner does not need to pay. A
-        hang-up before then is still seen, when the watch starts."""
-        self.task = asyncio.current_task()
-        self.active = True
-        self.fired = False
-        self._receive = receive
-        self._message: asyncio.Future[dict[str, Any]] | None = None
-        self._timer = asyncio.get_running_loop().call_later(after, self.start)
-
-    def start(self) -> None:
-        """Watch from now on (idempotent)."""
-        if self._message is None and self.active:
-            self._timer.cancel()
-            self._message = asyncio.ensure_future(self._receive())
-            self._message.add_done_callback(self.on_receive)
-
-    def stop(self) -> None:
-        """Stop watching (idempotent); a hang-up after this no longer cancels anything."""
-        self.active = False
-        self._timer.cancel()
-        if self._message is not None and not self._message.done():
-            self._message.cancel()
-
-    def on_receive(self, message: asyncio.Future[dict[str, Any]]) -> None:
-        # Runs on the loop thread, so `active` cannot change under us; a cancelled or failed
-        # receive() is not a disconnect.
-        if not self.active or message.cancelled() or message.exception() is not None or self.task is None:
-            return
-        if message.result().get("type") == "http.disconnect":
-            self.fired = True
-            self.task.cancel()
 
 
 def _apply_usage(record: dict[str, Any], usage: Usage | None) -> None:
