@@ -29,6 +29,7 @@ import httpx
 import openai
 import pytest
 
+from tests.sdk import anthropic_client, openai_client
 from tests.servers import GatewayProcess, MockUpstream
 
 PROVIDER_KEY = "sk-broken-answers-secret"
@@ -66,22 +67,12 @@ def only_record(gw: GatewayProcess, key: str, rid: str, user: str) -> dict[str, 
     return row
 
 
-def _openai(gw: GatewayProcess, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.url + "/v1", api_key=PROVIDER_KEY, max_retries=0,
-                         default_headers={"Helicone-Auth": f"Bearer {key}"})
-
-
-def _anthropic(gw: GatewayProcess, key: str) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gw.url + "/anthropic", api_key=PROVIDER_KEY, max_retries=0,
-                               default_headers={"Helicone-Auth": f"Bearer {key}"})
-
-
 # -- the upstream breaks off a stream --------------------------------------------------------------
 
 
 def test_openai_stream_cut_by_the_upstream_bills_the_tokens_seen(gateway: GatewayProcess, key: str) -> None:
     rid, user, headers = ids()
-    chunks = list(_openai(gateway, key).chat.completions.create(
+    chunks = list(openai_client(gateway, key, PROVIDER_KEY).chat.completions.create(
         model="gpt-4o-mini", messages=MESSAGES, stream=True,  # type: ignore[arg-type]
         extra_headers={**headers, "X-Mock-Break-After": "4"},
     ))
@@ -98,7 +89,7 @@ def test_openai_stream_cut_by_the_upstream_bills_the_tokens_seen(gateway: Gatewa
 
 def test_anthropic_stream_cut_keeps_the_providers_input_count(gateway: GatewayProcess, key: str) -> None:
     rid, user, headers = ids()
-    events = list(_anthropic(gateway, key).messages.create(
+    events = list(anthropic_client(gateway, key, PROVIDER_KEY).messages.create(
         model="claude-sonnet-4-20250514", max_tokens=100, messages=MESSAGES, stream=True,  # type: ignore[arg-type]
         extra_headers={**headers, "X-Mock-Break-After": "6"},
     ))
@@ -135,7 +126,7 @@ def test_openai_answer_cut_mid_body_is_estimated_and_billed(gateway: GatewayProc
     arrived = _half_text(mock_upstream, "/v1/chat/completions", body, b'"content":"')
     rid, user, headers = ids()
     with pytest.raises(openai.APIStatusError) as info:
-        _openai(gateway, key).chat.completions.create(**body, extra_headers={**headers, "X-Mock-Break-After": "1"})
+        openai_client(gateway, key, PROVIDER_KEY).chat.completions.create(**body, extra_headers={**headers, "X-Mock-Break-After": "1"})
     assert info.value.status_code == 502 and "broke off" in info.value.message
     row = only_record(gateway, key, rid, user)
     assert row["status"] == 502 and row["stream"] is False and "broke off" in row["error"]
@@ -154,7 +145,7 @@ def test_anthropic_answer_cut_mid_text_is_estimated_and_billed(gateway: GatewayP
     arrived = _half_text(mock_upstream, "/v1/messages", body, b'"text":"')
     rid, user, headers = ids()
     with pytest.raises(anthropic.APIStatusError) as info:
-        _anthropic(gateway, key).messages.create(**body, extra_headers={**headers, "X-Mock-Break-After": "1"})
+        anthropic_client(gateway, key, PROVIDER_KEY).messages.create(**body, extra_headers={**headers, "X-Mock-Break-After": "1"})
     assert info.value.status_code == 502
     row = only_record(gateway, key, rid, user)
     assert row["status"] == 502 and row["usage_source"] == "estimated"

@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 
+from tests.sdk import openai_client
 from tests.servers import GatewayProcess, MockUpstream, create_key
 
 # Published prices, USD per 1M tokens (input, output, cached input).
@@ -23,18 +24,11 @@ M = Decimal(1_000_000)
 PROVIDER_KEY = "sk-provider-secret-123"
 
 
-def _openai(gateway: GatewayProcess, key: str, **headers: str) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=gateway.url + "/v1", api_key=PROVIDER_KEY, default_headers={"Helicone-Auth": f"Bearer {key}", **headers}
-    )
-
-
-
-
 def test_openai_chat_recorded_under_header_user_with_exact_cost(gateway: GatewayProcess, key: str) -> None:
     rid = str(uuid.uuid4())
-    client = _openai(gateway, key, **{"Helicone-User-Id": "alice@example.com", "Helicone-Property-Plan": "pro",
-                                       "helicone-property-FEATURE": "chat", "Helicone-Request-Id": rid})
+    client = openai_client(gateway, key, PROVIDER_KEY, **{
+        "Helicone-User-Id": "alice@example.com", "Helicone-Property-Plan": "pro",
+        "helicone-property-FEATURE": "chat", "Helicone-Request-Id": rid})
     raw = client.chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "Say hello to the record path"}], user="body-user"
     )
@@ -56,21 +50,21 @@ def test_openai_chat_recorded_under_header_user_with_exact_cost(gateway: Gateway
 
 
 def test_body_user_is_the_fallback(gateway: GatewayProcess, key: str) -> None:
-    raw = _openai(gateway, key).chat.completions.with_raw_response.create(
+    raw = openai_client(gateway, key, PROVIDER_KEY).chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "fallback"}], user="bob"
     )
     assert gateway.wait_for_record(key, raw.headers["helicone-id"])["user_id"] == "bob"
 
 
 def test_no_user_is_anonymous(gateway: GatewayProcess, key: str) -> None:
-    raw = _openai(gateway, key).chat.completions.with_raw_response.create(
+    raw = openai_client(gateway, key, PROVIDER_KEY).chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "who am I"}]
     )
     assert gateway.wait_for_record(key, raw.headers["helicone-id"])["user_id"] == ""
 
 
 def test_embeddings_recorded_with_cost(gateway: GatewayProcess, key: str) -> None:
-    raw = _openai(gateway, key, **{"Helicone-User-Id": "carol"}).embeddings.with_raw_response.create(
+    raw = openai_client(gateway, key, PROVIDER_KEY, **{"Helicone-User-Id": "carol"}).embeddings.with_raw_response.create(
         model="text-embedding-3-small", input="embed me please"
     )
     result = raw.parse()
@@ -82,7 +76,7 @@ def test_embeddings_recorded_with_cost(gateway: GatewayProcess, key: str) -> Non
 
 
 def test_responses_api_recorded_with_cost(gateway: GatewayProcess, key: str) -> None:
-    raw = _openai(gateway, key, **{"Helicone-User-Id": "dave"}).responses.with_raw_response.create(
+    raw = openai_client(gateway, key, PROVIDER_KEY, **{"Helicone-User-Id": "dave"}).responses.with_raw_response.create(
         model="gpt-4.1-mini", input="Write one line"
     )
     result = raw.parse()
@@ -143,7 +137,7 @@ def test_bad_usagegate_headers_are_400(gateway: GatewayProcess, key: str, header
 
 def test_usagegate_key_never_reaches_upstream(gateway: GatewayProcess, key: str, mock_upstream: MockUpstream) -> None:
     mock_upstream.clear()
-    _openai(gateway, key, **{"Helicone-User-Id": "frank", "Helicone-Session-Id": "s1"}).chat.completions.create(
+    openai_client(gateway, key, PROVIDER_KEY, **{"Helicone-User-Id": "frank", "Helicone-Session-Id": "s1"}).chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "secret check"}]
     )
     (seen,) = [r for r in mock_upstream.received() if r["path"] == "/v1/chat/completions"]
@@ -154,7 +148,7 @@ def test_usagegate_key_never_reaches_upstream(gateway: GatewayProcess, key: str,
 
 def test_key_created_while_running_works_at_once(gateway: GatewayProcess) -> None:
     new_key = create_key(gateway.data_dir, org="newcorp")
-    raw = _openai(gateway, new_key).chat.completions.with_raw_response.create(
+    raw = openai_client(gateway, new_key, PROVIDER_KEY).chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "fresh key"}]
     )
     assert raw.http_response.status_code == 200
@@ -163,7 +157,7 @@ def test_key_created_while_running_works_at_once(gateway: GatewayProcess) -> Non
 
 def test_orgs_see_only_their_own_requests(gateway: GatewayProcess, key: str) -> None:
     other = create_key(gateway.data_dir, org="othercorp")
-    raw = _openai(gateway, key).chat.completions.with_raw_response.create(
+    raw = openai_client(gateway, key, PROVIDER_KEY).chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "private"}]
     )
     rid = raw.headers["helicone-id"]

@@ -12,10 +12,9 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-import anthropic
 import httpx
-import openai
 
+from tests.sdk import anthropic_client, openai_client
 from tests.servers import GatewayProcess, MockUpstream
 
 PROVIDER_KEY = "sk-provider-secret-123"
@@ -26,21 +25,9 @@ O3_MINI = (Decimal("1.10"), Decimal("0.55"), Decimal("4.40"))
 TOKEN_COLUMNS = ("prompt_tokens", "completion_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
 
 
-def _openai(gateway: GatewayProcess, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=PROVIDER_KEY, max_retries=0,
-                         default_headers={"Helicone-Auth": f"Bearer {key}"})
-
-
-def _anthropic(gateway: GatewayProcess, key: str) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gateway.url + "/anthropic", api_key=PROVIDER_KEY, max_retries=0,
-                               default_headers={"Helicone-Auth": f"Bearer {key}"})
-
-
 def _ids(**extra: str) -> tuple[str, dict[str, str]]:
     rid = str(uuid.uuid4())
     return rid, {"Helicone-Request-Id": rid, **extra}
-
-
 
 
 def _tokens(row: dict[str, Any]) -> tuple[int, ...]:
@@ -57,7 +44,7 @@ def _upstream_body(mock: MockUpstream, marker: str) -> dict[str, Any]:
 
 
 def test_chat_stream_without_include_usage(gateway: GatewayProcess, key: str, mock_upstream: MockUpstream) -> None:
-    client = _openai(gateway, key)
+    client = openai_client(gateway, key, PROVIDER_KEY)
     messages = [{"role": "user", "content": "Stream me a short answer about budgets"}]
     marker = uuid.uuid4().hex
     rid, headers = _ids(**{"X-Test-Marker": marker})
@@ -84,7 +71,7 @@ def test_chat_stream_without_include_usage(gateway: GatewayProcess, key: str, mo
 
 
 def test_chat_stream_with_include_usage_keeps_the_usage_chunk(gateway: GatewayProcess, key: str) -> None:
-    client = _openai(gateway, key)
+    client = openai_client(gateway, key, PROVIDER_KEY)
     rid, headers = _ids(**{"X-Mock-Cached-Tokens": "8", "X-Mock-Reasoning-Tokens": "5"})
     chunks = list(client.chat.completions.create(
         model="o3-mini", messages=[{"role": "user", "content": "Think, then answer about reasoning tokens please"}],
@@ -102,7 +89,7 @@ def test_chat_stream_with_include_usage_keeps_the_usage_chunk(gateway: GatewayPr
 
 
 def test_completions_stream_and_not_record_equal_tokens(gateway: GatewayProcess, key: str) -> None:
-    client = _openai(gateway, key)
+    client = openai_client(gateway, key, PROVIDER_KEY)
     rid, headers = _ids()
     chunks = list(client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Once upon a time",
                                             max_tokens=30, stream=True, extra_headers=headers))
@@ -120,7 +107,7 @@ def test_completions_stream_and_not_record_equal_tokens(gateway: GatewayProcess,
 
 
 def test_anthropic_messages_stream(gateway: GatewayProcess, key: str) -> None:
-    client = _anthropic(gateway, key)
+    client = anthropic_client(gateway, key, PROVIDER_KEY)
     params: dict[str, Any] = {
         "model": "claude-sonnet-4-20250514", "max_tokens": 200, "system": "You are terse.",
         "messages": [{"role": "user", "content": "Summarise my usage, please, with cache"}],
@@ -148,7 +135,7 @@ def test_anthropic_messages_stream(gateway: GatewayProcess, key: str) -> None:
 
 
 def test_responses_stream(gateway: GatewayProcess, key: str) -> None:
-    client = _openai(gateway, key)
+    client = openai_client(gateway, key, PROVIDER_KEY)
     rid, headers = _ids(**{"X-Mock-Reasoning-Tokens": "7"})
     with client.responses.stream(model="gpt-4o-mini", input="Stream a line about responses",
                                  extra_headers=headers) as stream:
@@ -224,7 +211,7 @@ def test_client_disconnect_mid_stream_is_499_with_tokens_so_far(gateway: Gateway
     rid, _ = _read_then_hang_up(gateway, "/v1/chat/completions", body, headers, events=4)
     row = gateway.wait_for_record(key, rid)
     assert row["status"] == 499 and row["error"]
-    full = _openai(gateway, key).chat.completions.create(**{k: v for k, v in body.items() if k != "stream"})
+    full = openai_client(gateway, key, PROVIDER_KEY).chat.completions.create(**{k: v for k, v in body.items() if k != "stream"})
     # The upstream never sent its usage chunk: tokens seen so far are counted offline.
     assert row["usage_source"] == "estimated"
     assert 0 < row["completion_tokens"] < full.usage.completion_tokens
@@ -241,7 +228,7 @@ def test_anthropic_disconnect_keeps_provider_input_count(gateway: GatewayProcess
                "anthropic-version": "2023-06-01"}
     rid, _ = _read_then_hang_up(gateway, "/anthropic/v1/messages", body, headers, events=5)
     row = gateway.wait_for_record(key, rid)
-    full = _anthropic(gateway, key).messages.create(**{k: v for k, v in body.items() if k != "stream"})
+    full = anthropic_client(gateway, key, PROVIDER_KEY).messages.create(**{k: v for k, v in body.items() if k != "stream"})
     assert row["status"] == 499
     # message_start carried the provider's input count; output so far is estimated.
     assert row["prompt_tokens"] == full.usage.input_tokens
