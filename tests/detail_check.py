@@ -101,6 +101,7 @@ def money_values(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def main(directory: Path) -> None:
     from usagegate import analytics
+    from usagegate.analytics.users import _users_one_query
     from usagegate.store import QUERY_SETTINGS, Store
 
     # One thread per query: the order in which t-digest states merge is then fixed, and a p95
@@ -138,7 +139,7 @@ def main(directory: Path) -> None:
         one = replace(scope, user_id=user)
         got, found, (rows_, _) = await asyncio.gather(
             analytics.user_detail(store, one, interval, now=now), analytics.user_exists(store, ORG, user),
-            analytics._users_one_query(store, one, analytics.Page(limit=1), now=now))
+            _users_one_query(store, one, analytics.Page(limit=1), now=now))
         if rows_:
             row = rows_[0]
         else:
