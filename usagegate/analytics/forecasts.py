@@ -26,10 +26,13 @@ async def _daily_costs(store: Store, scope: Scope, today: date, *, per_user: boo
     stop = 1 if not per_user else len(scope.user_ids) if scope.user_ids is not None else None
     sql = Sql()
     # One query for both parts (each store query costs a few ms even when it reads little).
+    # The first-seen day inside the window is the key's earliest day with rows: a fact row never
+    # spans two days (its bucket is its requests' hour or day), so min(first_at) need not be read
+    # (the org's window at 10M: 63 -> 49 ms).
     rows = await store.query(
         f"SELECT {key} AS k, toString(toDate(bucket)) AS d, toString(sum(cost)) AS c, "
-        f"toString(toDate(min(first_at))) AS f, 0 AS before FROM ({facts(window, sql, coarsest='day')}) GROUP BY k, d "
-        f"UNION ALL SELECT * FROM (SELECT DISTINCT {key} AS k, '' AS d, '' AS c, '' AS f, 1 AS before "
+        f"0 AS before FROM ({facts(window, sql, coarsest='day')}) GROUP BY k, d "
+        f"UNION ALL SELECT * FROM (SELECT DISTINCT {key} AS k, '' AS d, '' AS c, 1 AS before "
         f"FROM ({facts(earlier, sql)}){f' LIMIT {stop}' if stop is not None else ''})",
         sql.params,
     )
@@ -42,9 +45,8 @@ async def _daily_costs(store: Store, scope: Scope, today: date, *, per_user: boo
             continue
         day = date.fromisoformat(row["d"])
         daily.setdefault(row["k"], {})[day] = Decimal(row["c"])
-        seen = date.fromisoformat(row["f"])
-        if first.get(row["k"], seen) >= seen:
-            first[row["k"]] = seen
+        if first.get(row["k"], day) >= day:
+            first[row["k"]] = day
     return daily, first
 
 
