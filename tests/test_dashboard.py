@@ -7,6 +7,7 @@ leaves 127.0.0.1. One browser serves the module; tests share one signed-in page.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -62,9 +63,16 @@ def traffic(gateway: GatewayProcess, key: str) -> dict[str, dict[str, Any]]:
     _send(gateway, other_key, "mallory-other-org", "pro", "openai", "gpt-4o", 1)
     total = sum(spec[3] for spec in USERS.values())
     gateway.wait_for_requests(key, total)
-    response = gateway.api(key, "/api/users", limit=1000)
-    response.raise_for_status()
-    rows = {row["user_id"]: row for row in response.json()["users"]}
+    # The raw rows and the rollup rows of one insert become visible a moment apart (one part per
+    # table), so /api/users may lag /api/requests briefly: wait for the rollups too.
+    deadline = time.monotonic() + 10
+    while True:
+        response = gateway.api(key, "/api/users", limit=1000)
+        response.raise_for_status()
+        rows = {row["user_id"]: row for row in response.json()["users"]}
+        if (set(rows) == set(USERS) and sum(r["requests"] for r in rows.values()) == total) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert set(rows) == set(USERS)
     return rows
 
