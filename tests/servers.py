@@ -16,6 +16,8 @@ import httpx
 from usagegate.proctree import alive, gateway_processes
 
 PYTHON = sys.executable
+# How long the rollups of an insert may trail its raw rows (see GatewayProcess.wait_for_requests).
+ROLLUP_SETTLE_S = 0.3
 
 
 def free_port() -> int:
@@ -165,6 +167,9 @@ class GatewayProcess:
             response.raise_for_status()
             rows = response.json()["requests"]
             if len(rows) >= count:
+                # One insert writes the raw table and then each rollup, a part per table, so the
+                # rollups (what /api/users reads) can show these rows a few ms after /api/requests.
+                time.sleep(ROLLUP_SETTLE_S)
                 return rows
             time.sleep(0.1)
         raise AssertionError(f"expected {count} records, found {len(rows)}")
