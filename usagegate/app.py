@@ -37,6 +37,7 @@ from usagegate.settings import Settings
 from usagegate.store import Store
 from usagegate import worker_routes
 from usagegate.logpipe import Spool
+from usagegate.store_priority import PriorityWatch
 from usagegate.writers import WriterSet, store_spool_dir
 
 log = logging.getLogger("usagegate")
@@ -119,6 +120,8 @@ class UsagegateApp:
         if store.ready:
             writers.drain(timeout=60)
         writers.start()
+        priority = PriorityWatch(lambda: writers.backlog()[1])
+        priority.start()
         app.state.writers = writers
         app.state.notify_proxies = self.notify_proxies
         self.ctx = AppContext(settings, config, keyring, spool, store, writers)
@@ -134,6 +137,7 @@ class UsagegateApp:
             yield
         finally:
             refresher.cancel()
+            priority.stop()
             await evaluator.stop()
             writers.stop()
             spool.close()

@@ -1,7 +1,7 @@
 """Child servers for `usagegate demo` and `usagegate bench`: start one, wait until it answers, stop it.
 
-Each child runs in its own session so that a Ctrl-C in the terminal reaches only the parent, which
-then stops the children in order (the gateway first, so it drains its spool while the mock is
+Each child runs in its own process group so that a Ctrl-C in the terminal reaches only the parent,
+which then stops the children in order (the gateway first, so it drains its spool while the mock is
 still there). On Linux a child also gets SIGTERM if the parent dies without cleaning up.
 """
 
@@ -59,7 +59,7 @@ class Child:
             argv = ["taskset", "-c", str(cpu), *argv] if _has_taskset() else argv
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, env=child_env(), start_new_session=True,
+                argv, stdout=log, stderr=subprocess.STDOUT, env=child_env(), process_group=0,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
 

@@ -15,6 +15,7 @@ from typing import Any
 from usagegate.errors import ConfigError
 from usagegate.owner_link import STORE_PROCESS, socket_path
 from usagegate.settings import Settings
+from usagegate.store_priority import enter_idle
 
 UVICORN_OPTIONS: dict[str, Any] = dict(
     loop="uvloop", http="httptools", access_log=False, log_level="warning", lifespan="on", timeout_graceful_shutdown=30,
@@ -22,9 +23,6 @@ UVICORN_OPTIONS: dict[str, Any] = dict(
     # and never reads the client address, so skip both per-request costs.
     proxy_headers=False, server_header=False, date_header=False,
 )
-
-
-STORE_NICENESS = 10
 
 
 def build_app(settings: Settings) -> Any:
@@ -44,9 +42,8 @@ def run(settings: Settings) -> None:
     if settings.worker_index is None:
         raise ConfigError("serving.run needs a process index (0: the store, 1..N: proxy workers).")
     if settings.worker_index == STORE_PROCESS:
-        # Where the proxy and the store share cores, the proxy's requests come first: batch
-        # writes and analytics can wait a few ms, an answer in flight should not.
-        os.nice(STORE_NICENESS)
+        # Idle CPU priority, boosted while the writers lag (store_priority.py).
+        enter_idle()
     app = build_app(settings)
     sockets = [_unix_socket(settings)]
     if settings.worker_index != STORE_PROCESS:

@@ -45,8 +45,10 @@ class Supervisor:
     def _spawn(self, index: int) -> subprocess.Popen[bytes]:
         argv = [sys.executable, "-m", "usagegate", "worker", "--index", str(index),
                 "--settings", settings_to_json(self.settings)]
-        # Own session: a terminal's Ctrl-C reaches only us, and we stop the workers in order.
-        proc = subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent)
+        # Own process group: a terminal's Ctrl-C reaches only us, and we stop the workers in order.
+        # Same session as ours, so all of the gateway's processes share one scheduling group
+        # (autogroup), inside which the store process's idle priority counts (serving.py).
+        proc = subprocess.Popen(argv, process_group=0, preexec_fn=_die_with_parent)
         self.procs[index] = proc
         return proc
 

@@ -1,0 +1,71 @@
+"""The store process runs at idle CPU priority and is boosted only while its writers lag
+(usagegate/store_priority.py); all of a gateway's processes share one session (one autogroup)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.servers import GatewayProcess, MockUpstream, create_key
+
+
+def policies(pid: int) -> set[tuple[int, int]]:
+    """{(scheduling policy, nice)} over every thread of `pid`."""
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            tid = int(task.name)
+            found.add((os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid)))
+        except (ProcessLookupError, FileNotFoundError):
+            continue
+    return found
+
+
+def send(gateway: GatewayProcess, key: str, count: int) -> list[str]:
+    ids = []
+    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+        for n in range(count):
+            answer = client.post("/v1/chat/completions",
+                                 json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"lag {n}"}]},
+                                 headers={"Helicone-Auth": f"Bearer {key}", "Helicone-User-Id": "priority"})
+            assert answer.status_code == 200
+            ids.append(answer.headers["helicone-id"])
+    return ids
+
+
+def test_store_idles_and_is_boosted_while_its_writers_lag(tmp_path: Path, mock_upstream: MockUpstream) -> None:
+    data_dir = tmp_path / "data"
+    key = create_key(data_dir)
+    gateway = GatewayProcess(data_dir, mock_upstream.url)
+    try:
+        store, proxy = gateway.store_pid, gateway.proxy_pid
+        # One session for the supervisor and its workers: inside it the idle policy counts.
+        assert os.getsid(store) == os.getsid(proxy) == os.getsid(gateway.proc.pid)
+        assert {policy for policy, _ in policies(store)} == {os.SCHED_IDLE}
+        assert all(policy == os.SCHED_OTHER for policy, _ in policies(proxy))
+
+        # The store falls behind: frozen while the proxy answers and spools.
+        os.kill(store, signal.SIGSTOP)
+        try:
+            ids = send(gateway, key, 5)
+            time.sleep(2.0)
+        finally:
+            os.kill(store, signal.SIGCONT)
+        seen: set[tuple[int, int]] = set()
+        deadline = time.monotonic() + 10
+        while (os.SCHED_OTHER, 10) not in seen and time.monotonic() < deadline:
+            seen |= policies(store)
+            time.sleep(0.01)
+        assert (os.SCHED_OTHER, 10) in seen, seen
+        assert gateway.wait_for_requests(key, len(ids), user_id="priority")
+        # Caught up: back to idle.
+        deadline = time.monotonic() + 10
+        while {policy for policy, _ in policies(store)} != {os.SCHED_IDLE} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert {policy for policy, _ in policies(store)} == {os.SCHED_IDLE}
+    finally:
+        gateway.stop()

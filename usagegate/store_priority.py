@@ -1,0 +1,92 @@
+"""The store process runs at idle CPU priority, and at a normal (niced) one only while it lags.
+
+The proxy's requests come first where the proxy and the store share cores: an answer in flight
+should not wait for a batch insert (~45 ms of chDB CPU twice a second) or an analytics query.
+
+- **Idle (`SCHED_IDLE`)** is the only Linux policy that a waking normal task preempts at once.
+  With nice 10 or 19 the kernel still lets the running store thread finish its time slice
+  (1-4 ms here) before the proxy or a co-located upstream runs: that was most of the gateway's
+  1-connection p99 (docs/performance.md).
+- **Idle threads can starve** while every core is busy with proxy traffic. So a watchdog boosts the
+  whole process back to `SCHED_OTHER` at nice 10 while the oldest record not yet in the store is
+  older than `BOOST_AFTER_S`, and drops back to idle once the writers have caught up. Records
+  stay visible within DESIGN's 2 s under normal load; under saturation they lag at most about
+  what they would at nice 10.
+
+Policies are per thread on Linux, and threads inherit them at creation: `enter_idle()` runs
+first thing in the store process (before chDB starts its pools), and each switch walks every
+thread of the process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger("usagegate.store_priority")
+
+NICENESS = 10
+BOOST_AFTER_S = 1.5  # oldest record still to store: boost past this ...
+IDLE_BELOW_S = 1.0  # ... and go back to idle once under this
+CHECK_EVERY_S = 0.25
+
+
+def supported() -> bool:
+    return hasattr(os, "SCHED_IDLE") and Path("/proc/self/task").is_dir()
+
+
+def _set_all(idle: bool) -> None:
+    for task in Path("/proc/self/task").iterdir():
+        tid = int(task.name)
+        try:
+            if idle:
+                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+            else:
+                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+                os.setpriority(os.PRIO_PROCESS, tid, NICENESS)
+        except (ProcessLookupError, PermissionError):
+            continue  # a thread that just ended; a niceness we may not lower (non-root): stays as is
+
+
+def enter_idle() -> None:
+    """The store process's starting priority (falls back to plain nice where idle is unknown)."""
+    if supported():
+        _set_all(idle=True)
+    else:
+        os.nice(NICENESS)
+
+
+class PriorityWatch:
+    """Boosts the store process while its writers lag (see the module docstring)."""
+
+    def __init__(self, backlog_age: Callable[[], float]) -> None:
+        self._backlog_age = backlog_age
+        self.boosted = False
+        self.boosts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="store-priority", daemon=True)
+
+    def start(self) -> None:
+        if supported():
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(CHECK_EVERY_S):
+            try:
+                age = self._backlog_age()
+            except OSError as exc:  # a spool segment going away mid-read: look again next time
+                log.debug("backlog age unavailable: %s", exc)
+                continue
+            if not self.boosted and age > BOOST_AFTER_S:
+                _set_all(idle=False)
+                self.boosted, self.boosts = True, self.boosts + 1
+                log.info("store writers %.1f s behind: store process at normal priority until they catch up", age)
+            elif self.boosted and age < IDLE_BELOW_S:
+                _set_all(idle=True)
+                self.boosted = False
