@@ -1,12 +1,16 @@
 """Where the gateway's 1-connection p99 comes from: an A/B the closing notes and docs quote.
 
-One run, interleaved rounds, pinned like `usagegate bench` (proxies on CPU 0; mock, wrk and the
-store processes on CPU 1): the mock directly, the minimal pass-through, the gateway, and the same
-gateway with its store disabled (`--store` pointing at a closed port: it proxies and spools, the
-writer retries in the background). Optionally a CPU burner at SCHED_IDLE on CPU 1 (`--burn`),
-60 ms every 0.5 s, the shape of one store insert.
+Pinned like `usagegate bench`: proxies on CPU 0; the mock, wrk and the store process on CPU 1.
+Measured each round: the mock directly, the minimal pass-through, the gateway, and a gateway
+with its store disabled (`--store` at a closed port: it proxies and spools, and the writer
+retries in the background).
 
-    python bench/p99_sources.py --rounds 5 [--burn]
+Only one gateway is alive at a time. Each one is started for its round, warmed and then measured,
+so an idle gateway's background merges never land in another target's round; an earlier
+version that kept every gateway up measured 2.7 ms for the store-disabled one. `--burn` adds a
+`SCHED_IDLE` CPU burner on the mock's core: 60 ms every 0.5 s, the shape of one store insert.
+
+    python bench/p99_sources.py --rounds 3 [--seconds 4] [--warmup 10] [--burn]
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ from usagegate.proctree import gateway_processes, pin
 
 PROXY_CPU, SIDE_CPU = 0, 1
 BURNER = "import time\nwhile True:\n    end = time.perf_counter() + 0.06\n    while time.perf_counter() < end: pass\n    time.sleep(0.44)\n"
+GATEWAYS = {"gateway": [], "gateway, store disabled": ["--store", "clickhouse://127.0.0.1:1/off"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=10, help="seconds of load on each fresh gateway before it is measured")
     parser.add_argument("--burn", action="store_true", help="add a SCHED_IDLE CPU burner on the mock's core")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="usagegate-p99-"))
@@ -42,55 +48,75 @@ def main() -> None:
     burner: subprocess.Popen[bytes] | None = None
     try:
         port = free_port()
-        urls = {"direct": f"http://127.0.0.1:{port}"}
+        direct = f"http://127.0.0.1:{port}"
         mock = Child("mock", _pinned(python_module("usagegate.mock_upstream", "--port", str(port)), SIDE_CPU), work / "mock.log")
         children.append(mock)
-        mock.wait_http(urls["direct"] + "/_mock/requests")
+        mock.wait_http(direct + "/_mock/requests")
         port = free_port()
-        urls["minimal"] = f"http://127.0.0.1:{port}"
-        minimal = Child("minimal", _pinned([sys.executable, str(MINIMAL_PROXY), "--port", str(port), "--upstream", urls["direct"]],
+        minimal_url = f"http://127.0.0.1:{port}"
+        minimal = Child("minimal", _pinned([sys.executable, str(MINIMAL_PROXY), "--port", str(port), "--upstream", direct],
                                            PROXY_CPU), work / "minimal.log")
         children.append(minimal)
-        minimal.wait_http(urls["minimal"] + "/")
-        keys = {}
-        for name, extra in (("gateway", []), ("gateway, store disabled", ["--store", "clickhouse://127.0.0.1:1/off"])):
-            data = work / name.replace(" ", "_").replace(",", "")
-            config = ConfigDB(data)
-            keys[name] = config.create_key("p99")
-            config.close()
-            port = free_port()
-            urls[name] = f"http://127.0.0.1:{port}"
-            gateway = Child(name, _pinned(python_module("usagegate", "serve", "--port", str(port), "--data-dir", str(data),
-                                                        "--openai-base-url", urls["direct"], *extra), SIDE_CPU), work / f"{data.name}.log")
-            children.insert(0, gateway)
-            _wait_proxy(urls[name], keys[name])
-            pin(gateway_processes(gateway.pid)[1], {PROXY_CPU})
+        minimal.wait_http(minimal_url + "/")
         if args.burn:
             burner = subprocess.Popen(["chrt", "-i", "0", "taskset", "-c", str(SIDE_CPU), sys.executable, "-c", BURNER])
-        wrks = {name: Wrk(_body(False), {"Authorization": "Bearer sk-p99", "Helicone-Auth": f"Bearer {keys.get(name, '')}",
-                                         "Helicone-User-Id": "p99@example.com"},
-                          cpu=PROXY_CPU if name == "direct" else SIDE_CPU) for name in urls}
-        for name, url in urls.items():
-            wrks[name].run(url + CHAT_PATH, connections=1, seconds=1)
-        p50: dict[str, list[float]] = {name: [] for name in urls}
-        p99: dict[str, list[float]] = {name: [] for name in urls}
-        for _ in range(args.rounds):
-            for name, url in urls.items():
-                result = wrks[name].run(url + CHAT_PATH, connections=1, seconds=args.seconds)
-                p50[name].append(result.p50_ms)
-                p99[name].append(result.p99_ms)
-        print(f"1 connection, medians of {args.rounds} interleaved rounds{' (with a SCHED_IDLE burner on the mock core)' if args.burn else ''}:")
-        for name in urls:
-            added = "" if name == "direct" else (f"  added p50 {statistics.median(a - d for a, d in zip(p50[name], p50['direct'])):.3f}"
-                                                 f"  p99 {statistics.median(a - d for a, d in zip(p99[name], p99['direct'])):.3f}")
-            print(f"  {name:24s} p50 {statistics.median(p50[name]):.3f}  p99 {statistics.median(p99[name]):.3f} ms{added}"
-                  f"   p99 by round {[round(v, 2) for v in p99[name]]}")
+        plain = {"Authorization": "Bearer sk-p99"}
+        to_direct, to_minimal = Wrk(_body(False), plain, cpu=PROXY_CPU), Wrk(_body(False), plain, cpu=SIDE_CPU)
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in ("direct", "minimal", *GATEWAYS)}
+        added: dict[str, list[tuple[float, float]]] = {name: [] for name in ("minimal", *GATEWAYS)}
+        for round_ in range(args.rounds):
+            for number, (name, extra) in enumerate(GATEWAYS.items()):
+                gateway = _measure_gateway(work / f"round{round_}-gateway{number}", direct, extra, args)
+                results[name].append(gateway)
+                for target, wrk, url in (("direct", to_direct, direct), ("minimal", to_minimal, minimal_url)):
+                    result = wrk.run(url + CHAT_PATH, connections=1, seconds=args.seconds)
+                    results[target].append((result.p50_ms, result.p99_ms))
+                # Each proxy's round paired with the direct round measured right after the gateway's.
+                base = results["direct"][-1]
+                added[name].append((gateway[0] - base[0], gateway[1] - base[1]))
+                added["minimal"].append((results["minimal"][-1][0] - base[0], results["minimal"][-1][1] - base[1]))
+        _report(results, added, args)
     finally:
         if burner is not None:
             burner.kill()
         for child in children:
             child.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure_gateway(data: Path, upstream: str, extra: list[str], args: argparse.Namespace) -> tuple[float, float]:
+    """(p50, p99) of a fresh gateway after `args.warmup` seconds of the same load."""
+    config = ConfigDB(data)
+    key = config.create_key("p99")
+    config.close()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    gateway = Child("gateway", _pinned(python_module("usagegate", "serve", "--port", str(port), "--data-dir", str(data),
+                                                     "--openai-base-url", upstream, *extra), SIDE_CPU), data.parent / f"{data.name}.log")
+    try:
+        _wait_proxy(url, key)
+        pin(gateway_processes(gateway.pid)[1], {PROXY_CPU})
+        wrk = Wrk(_body(False), {"Authorization": "Bearer sk-p99", "Helicone-Auth": f"Bearer {key}",
+                                 "Helicone-User-Id": "p99@example.com"}, cpu=SIDE_CPU)
+        wrk.run(url + CHAT_PATH, connections=1, seconds=args.warmup)
+        result = wrk.run(url + CHAT_PATH, connections=1, seconds=args.seconds)
+        return result.p50_ms, result.p99_ms
+    finally:
+        gateway.stop()
+
+
+def _report(results: dict[str, list[tuple[float, float]]], added: dict[str, list[tuple[float, float]]],
+            args: argparse.Namespace) -> None:
+    print(f"1 connection, medians of {args.rounds} rounds, one gateway alive at a time"
+          f"{' (with a SCHED_IDLE burner on the mock core)' if args.burn else ''}:")
+    for name, values in results.items():
+        p50 = statistics.median(v[0] for v in values)
+        p99 = statistics.median(v[1] for v in values)
+        line = f"  {name:24s} p50 {p50:.3f}  p99 {p99:.3f} ms"
+        if name in added:
+            line += (f"  added p50 {statistics.median(a for a, _ in added[name]):.3f}"
+                     f"  p99 {statistics.median(b for _, b in added[name]):.3f}")
+        print(f"{line}   p99 by round {[round(v[1], 2) for v in values]}")
 
 
 def _wait_proxy(url: str, key: str, timeout: float = 60.0) -> None:
