@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -69,3 +71,22 @@ def test_store_idles_and_is_boosted_while_its_writers_lag(tmp_path: Path, mock_u
         assert {policy for policy, _ in policies(store)} == {os.SCHED_IDLE}
     finally:
         gateway.stop()
+
+
+PRIORITY_OF_A_STORE_PROCESS = (
+    "import os\n"
+    "from usagegate.store_priority import enter_idle\n"
+    "idle = enter_idle()\n"
+    "print(idle, os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0))\n"
+)
+
+
+def test_without_the_right_to_leave_idle_the_store_stays_at_nice_10() -> None:
+    """Root in a default container, or any ordinary user, may enter SCHED_IDLE but not leave it:
+    the store process then takes plain nice 10 rather than risk starving for good."""
+    without = subprocess.run(["setpriv", "--inh-caps=-sys_nice", "--bounding-set=-sys_nice",
+                              sys.executable, "-c", PRIORITY_OF_A_STORE_PROCESS],
+                             capture_output=True, text=True, check=True)
+    assert without.stdout.split() == ["False", str(os.SCHED_OTHER), "10"], without
+    with_right = subprocess.run([sys.executable, "-c", PRIORITY_OF_A_STORE_PROCESS], capture_output=True, text=True, check=True)
+    assert with_right.stdout.split() == ["True", str(os.SCHED_IDLE), "0"], with_right

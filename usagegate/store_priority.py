@@ -16,6 +16,10 @@ should not wait for a batch insert (~45 ms of chDB CPU twice a second) or an ana
 Policies are per thread on Linux, and threads inherit them at creation: `enter_idle()` runs
 first thing in the store process (before chDB starts its pools), and each switch walks every
 thread of the process.
+
+Leaving idle needs `CAP_SYS_NICE` or a `RLIMIT_NICE` of 20 (an ordinary user, or root in a
+default Docker container, has neither). Where a probe thread finds it cannot leave idle, the
+store process stays at plain nice 10 instead: it may not starve with no way back.
 """
 
 from __future__ import annotations
@@ -51,12 +55,32 @@ def _set_all(idle: bool) -> None:
             continue  # a thread that just ended; a niceness we may not lower (non-root): stays as is
 
 
-def enter_idle() -> None:
-    """The store process's starting priority (falls back to plain nice where idle is unknown)."""
-    if supported():
+def enter_idle() -> bool:
+    """The store process's starting priority: idle where it can be undone, else nice 10.
+    True when idle (then start a `PriorityWatch`)."""
+    if supported() and _idle_is_reversible():
         _set_all(idle=True)
-    else:
-        os.nice(NICENESS)
+        return True
+    os.nice(NICENESS)
+    return False
+
+
+def _idle_is_reversible() -> bool:
+    """Whether a thread of ours may go idle and come back (tried on a throwaway thread)."""
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, name="store-priority-probe")
+    thread.start()
+    thread.join()
+    return bool(result and result[0])
 
 
 class PriorityWatch:
@@ -70,7 +94,9 @@ class PriorityWatch:
         self._thread = threading.Thread(target=self._loop, name="store-priority", daemon=True)
 
     def start(self) -> None:
-        if supported():
+        # Only where enter_idle() chose idle: boosting and then dropping a nice-10 process to
+        # idle could leave it there for good.
+        if supported() and os.sched_getscheduler(0) == os.SCHED_IDLE:
             self._thread.start()
 
     def stop(self) -> None:
