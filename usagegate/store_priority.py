@@ -52,7 +52,7 @@ def _set_all(idle: bool) -> None:
                 os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
                 os.setpriority(os.PRIO_PROCESS, tid, NICENESS)
         except (ProcessLookupError, PermissionError):
-            continue  # a thread that just ended; a niceness we may not lower (non-root): stays as is
+            continue  # a thread that just ended
 
 
 def enter_idle() -> bool:
@@ -89,7 +89,6 @@ class PriorityWatch:
     def __init__(self, backlog_age: Callable[[], float]) -> None:
         self._backlog_age = backlog_age
         self.boosted = False
-        self.boosts = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="store-priority", daemon=True)
 
@@ -111,7 +110,7 @@ class PriorityWatch:
                 continue
             if not self.boosted and age > BOOST_AFTER_S:
                 _set_all(idle=False)
-                self.boosted, self.boosts = True, self.boosts + 1
+                self.boosted = True
                 log.info("store writers %.1f s behind: store process at normal priority until they catch up", age)
             elif self.boosted and age < IDLE_BELOW_S:
                 _set_all(idle=True)
