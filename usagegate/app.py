@@ -120,7 +120,7 @@ class UsagegateApp:
         if store.ready:
             writers.drain(timeout=60)
         writers.start()
-        priority = PriorityWatch(lambda: writers.backlog()[1])
+        priority = PriorityWatch(lambda: writers.backlog()[1], lambda: store.reads_in_flight > 0)
         priority.start()
         app.state.writers = writers
         app.state.notify_proxies = self.notify_proxies

@@ -173,6 +173,11 @@ class Store:
             return await self.acall(self.select, sql, params)  # type: ignore[no-any-return]
         return await asyncio.wrap_future(self._readers.submit(self._read, sql, params))
 
+    @property
+    def reads_in_flight(self) -> int:
+        """Selects running on the reader threads right now."""
+        return self._reads
+
     def _read(self, sql: str, params: Mapping[str, Any] | None) -> list[dict[str, Any]]:
         """A select on a reader thread; until the store is ready, on the store thread (which
         owns connecting and its error)."""

@@ -9,9 +9,9 @@ should not wait for a batch insert (~45 ms of chDB CPU twice a second) or an ana
   1-connection p99 (docs/performance.md).
 - **Idle threads can starve** while every core is busy with proxy traffic. So a watchdog boosts the
   whole process back to `SCHED_OTHER` at nice 10 while the oldest record not yet in the store is
-  older than `BOOST_AFTER_S`, and drops back to idle once the writers have caught up. Records
-  stay visible within DESIGN's 2 s under normal load; under saturation they lag at most about
-  what they would at nice 10.
+  older than `BOOST_AFTER_S`, or while an analytics query has been running for a check period,
+  and drops back to idle once neither holds. Records stay visible within DESIGN's 2 s under
+  normal load; under saturation records and queries get what they would at nice 10.
 
 Policies are per thread on Linux, and threads inherit them at creation: `enter_idle()` runs
 first thing in the store process (before chDB starts its pools), and each switch walks every
@@ -84,11 +84,13 @@ def _idle_is_reversible() -> bool:
 
 
 class PriorityWatch:
-    """Boosts the store process while its writers lag (see the module docstring)."""
+    """Boosts the store process while its writers lag or a query runs (see the module docstring)."""
 
-    def __init__(self, backlog_age: Callable[[], float]) -> None:
+    def __init__(self, backlog_age: Callable[[], float], querying: Callable[[], bool] = lambda: False) -> None:
         self._backlog_age = backlog_age
+        self._querying = querying
         self.boosted = False
+        self._was_querying = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="store-priority", daemon=True)
 
@@ -108,10 +110,13 @@ class PriorityWatch:
             except OSError as exc:  # a spool segment going away mid-read: look again next time
                 log.debug("backlog age unavailable: %s", exc)
                 continue
-            if not self.boosted and age > BOOST_AFTER_S:
+            querying = self._querying()
+            # Seen at two checks in a row: queries have kept the store busy for a check period.
+            long_query, self._was_querying = querying and self._was_querying, querying
+            if not self.boosted and (age > BOOST_AFTER_S or long_query):
                 _set_all(idle=False)
                 self.boosted = True
-                log.info("store writers %.1f s behind: store process at normal priority until they catch up", age)
-            elif self.boosted and age < IDLE_BELOW_S:
+                log.info("store writers %.1f s behind or a query running: store process at normal priority", age)
+            elif self.boosted and age < IDLE_BELOW_S and not querying:
                 _set_all(idle=True)
                 self.boosted = False
