@@ -42,7 +42,7 @@ def run(settings: Settings) -> None:
     if settings.worker_index is None:
         raise ConfigError("serving.run needs a process index (0: the store, 1..N: proxy workers).")
     if settings.worker_index == STORE_PROCESS:
-        # Idle CPU priority, boosted while the writers lag (store_priority.py).
+        # Idle CPU priority, boosted while the writers lag or queries run (store_priority.py).
         enter_idle()
     app = build_app(settings)
     sockets = [_unix_socket(settings)]

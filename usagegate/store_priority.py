@@ -3,10 +3,11 @@
 The proxy's requests come first where the proxy and the store share cores: an answer in flight
 should not wait for a batch insert (~45 ms of chDB CPU twice a second) or an analytics query.
 
-- **Idle (`SCHED_IDLE`)** is the only Linux policy that a waking normal task preempts at once.
-  With nice 10 or 19 the kernel still lets the running store thread finish its time slice
-  (1-4 ms here) before the proxy or a co-located upstream runs: that was most of the gateway's
-  1-connection p99 (docs/performance.md).
+- **Idle (`SCHED_IDLE`)** is the one Linux policy whose threads a waking normal task preempts
+  on wakeup; at nice 10 or 19 the running store thread may keep its time slice (1-4 ms here)
+  before the proxy or a co-located upstream runs, which was most of the gateway's 1-connection
+  p99. It is not strict: kernel work does not yield under `preempt=none`, and a picked idle
+  thread can hold a core until the next tick (docs/performance.md).
 - **Idle threads can starve** while every core is busy with proxy traffic. So a watchdog boosts the
   whole process back to `SCHED_OTHER` at nice 10 while the oldest record not yet in the store is
   older than `BOOST_AFTER_S`, or while an analytics query has been running for a check period,
@@ -86,7 +87,7 @@ def _idle_is_reversible() -> bool:
 class PriorityWatch:
     """Boosts the store process while its writers lag or a query runs (see the module docstring)."""
 
-    def __init__(self, backlog_age: Callable[[], float], querying: Callable[[], bool] = lambda: False) -> None:
+    def __init__(self, backlog_age: Callable[[], float], querying: Callable[[], bool]) -> None:
         self._backlog_age = backlog_age
         self._querying = querying
         self.boosted = False
