@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from usagegate.proctree import gateway_processes
 from usagegate.ingest import SCHEMA
+from usagegate.migrations import ROLLUPS
 
 MODELS = [("openai", "gpt-4o-mini", 60, 15), ("openai", "gpt-4o", 250, 1000), ("openai", "o3-mini", 110, 440),
           ("anthropic", "claude-3-5-haiku-latest", 80, 400), ("anthropic", "claude-sonnet-4-0", 300, 1500)]
@@ -102,18 +103,28 @@ def generate(data_dir: Path, *, rows: int, users: int, org_id: str, seed: int, b
             store.call(store.insert_arrow, "requests", table, f"bench-scale:{seed}:{start}")
             insert += time.perf_counter() - t1
             build += t1 - t0
+        t0 = time.perf_counter()
+        for rollup, _, _ in ROLLUPS:
+            # The state a running gateway's forced merges keep its rollups in (migrations.py:
+            # parts older than 10 min, 1 h, 3 h): 1M-row bulk inserts leave 5-12 parts per
+            # partition, which reads about twice as slowly until those merges run.
+            store.call(store.command, f"OPTIMIZE TABLE {rollup} FINAL")
+        compact = time.perf_counter() - t0
     finally:
         store.close()
-    return {"build_s": build, "insert_s": insert, "rows_per_s": rows / (build + insert)}
+    return {"build_s": build, "insert_s": insert, "rows_per_s": rows / (build + insert), "compact_s": compact}
 
 
 def time_api(url: str, key: str, *, users: int, repeat: int = 5) -> dict[str, float]:
-    """Median ms of the users table (default sort, 100 rows) and of user detail, over 30 days."""
-    params = {"from": time.strftime("%Y-%m-%d", time.gmtime(time.time() - 31 * 86400)),
-              "to": time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400))}
+    """Median ms of the users table (default sort, 100 rows) and of user detail, for the default
+    range (this month: today's share of the 30 days) and for the last 31 days (every row)."""
+    now = time.time()
+    ranges = {"month": {}, "31d": {"from": time.strftime("%Y-%m-%d", time.gmtime(now - 31 * 86400)),
+                                   "to": time.strftime("%Y-%m-%d", time.gmtime(now + 86400))}}
     headers = {"Authorization": f"Bearer {key}"}
+    out: dict[str, float] = {}
     with httpx.Client(base_url=url, headers=headers, timeout=300) as client:
-        def timed(path: str) -> float:
+        def timed(path: str, params: dict[str, str]) -> float:
             t0 = time.perf_counter()
             response = client.get(path, params=params)
             elapsed = (time.perf_counter() - t0) * 1000
@@ -121,10 +132,15 @@ def time_api(url: str, key: str, *, users: int, repeat: int = 5) -> dict[str, fl
                 raise RuntimeError(f"{path}: {response.status_code} {response.text[:300]}")
             return elapsed
 
-        timed("/api/users")  # warm caches and the rollup parts
-        table = [timed("/api/users") for _ in range(repeat)]
-        detail = [timed(f"/api/users/user-{(i * 7919) % min(users, 5000):06d}@example.com") for i in range(repeat + 1)][1:]
-    return {"users_query_ms": statistics.median(table), "user_detail_ms": statistics.median(detail)}
+        for name, params in ranges.items():
+            suffix = "" if name == "31d" else "_month"
+            timed("/api/users", params)  # warm caches and the rollup parts
+            table = [timed("/api/users", params) for _ in range(repeat)]
+            detail = [timed(f"/api/users/user-{(i * 7919) % min(users, 5000):06d}@example.com", params)
+                      for i in range(2 * repeat + 1)][1:]
+            out[f"users_query_ms{suffix}"] = statistics.median(table)
+            out[f"user_detail_ms{suffix}"] = statistics.median(detail)
+    return out
 
 
 def rss_mb(pid: int) -> float:
@@ -167,6 +183,7 @@ def run_scale(console: Any, *, sizes: tuple[int, ...] = (1_000_000, 10_000_000),
                                        str(users), org_id, str(number)], capture_output=True, text=True, check=True)
             stats = json.loads(done.stdout.strip().splitlines()[-1])
             result[f"generate_rows_per_s_{label}"] = round(stats["rows_per_s"])
+            result[f"compact_rollups_s_{label}"] = round(stats["compact_s"], 1)
             stored = size
             port = free_port()
             gateway = Child("gateway", python_module("usagegate", "serve", "--port", str(port), "--data-dir", str(data)),
@@ -175,8 +192,8 @@ def run_scale(console: Any, *, sizes: tuple[int, ...] = (1_000_000, 10_000_000),
                 gateway.wait_http(f"http://127.0.0.1:{port}/health", timeout=300)
                 with console.status(f"timing analytics over {size:,} requests…"):
                     timings = time_api(f"http://127.0.0.1:{port}", key, users=users)
-                result[f"users_query_ms_{label}"] = round(timings["users_query_ms"], 1)
-                result[f"user_detail_ms_{label}"] = round(timings["user_detail_ms"], 1)
+                for name, value in timings.items():
+                    result[f"{name}_{label}"] = round(value, 1)
                 processes = gateway_processes(gateway.pid)  # the store process holds the data; the proxy is small
                 result[f"rss_mb_{label}"] = round(rss_mb(processes[0]))
                 result[f"proxy_rss_mb_{label}"] = round(rss_mb(processes[1]))
@@ -252,7 +269,8 @@ def render(result: dict[str, Any], console: Any) -> None:
     table.add_column("")
     table.add_column("value", justify="right")
     table.add_column("target", justify="right")
-    targets = {"users_query_ms_10m": "≤ 300", "user_detail_ms_10m": "≤ 30", "rss_mb_10m": "≤ 500"}
+    targets = {"users_query_ms_10m": "≤ 300", "user_detail_ms_10m": "≤ 30", "users_query_ms_month_10m": "≤ 300",
+               "user_detail_ms_month_10m": "≤ 30", "rss_mb_10m": "≤ 500"}
     for name, value in result.items():
         if isinstance(value, dict):
             value = ", ".join(f"{k}: {v:,}" for k, v in value.items())

@@ -7,7 +7,8 @@
 - `forecasts`: month-end forecasts per user and for the scope;
 - `breakdown`: per model or property value, and per-user costs;
 - `profitability`: plan revenue against cost;
-- `erase`: erasing a user, rebuilding rollup rows.
+- `erase`: erasing a user, rebuilding rollup rows;
+- `quiet_tail`: reading a month so far from the monthly rollup when nothing follows the range.
 
 Money leaves every query as a decimal string (ClickHouse Decimal(38, 9) sums are exact) and is
 turned into `Decimal`s here; derived money (averages, forecasts) is rounded half-even once.
@@ -43,6 +44,7 @@ from usagegate.analytics.facts import (
     segments,
 )
 from usagegate.analytics.forecasts import org_forecast, user_forecasts
+from usagegate.analytics.quiet_tail import with_quiet_tail
 from usagegate.analytics.profitability import PROFIT_SORTS, month_share, plan_summary, prorated, profitability
 from usagegate.analytics.users import (
     USER_SORTS,
@@ -61,5 +63,5 @@ __all__ = [
     "empty_user_row", "facts", "floor_time", "latest_properties", "month_ceil", "month_floor", "month_share",
     "org_forecast", "plan_summary", "prorated", "profitability", "rebuild_user_rollups", "recent_requests",
     "segments", "series", "user_costs", "user_detail", "user_exists", "user_forecasts", "user_totals", "users",
-    "users_sql",
+    "users_sql", "with_quiet_tail",
 ]

@@ -47,6 +47,15 @@ class Scope:
     q: str | None = None
     user_id: str | None = None
     user_ids: tuple[str, ...] | None = None
+    # [a, b) in which the org has no records (see `with_quiet_tail`): a range ending inside it
+    # may read on to b, which can turn the days of a month so far into its one monthly row.
+    quiet: tuple[datetime, datetime] | None = None
+
+    def read_end(self) -> datetime:
+        """Where the facts may stop: `end`, or the end of the quiet span `end` falls in."""
+        if self.quiet is not None and self.quiet[0] <= self.end < self.quiet[1]:
+            return self.quiet[1]
+        return self.end
 
 
 @dataclass
@@ -124,7 +133,7 @@ def facts(scope: Scope, sql: Sql, *, coarsest: str = "month", days: bool = False
     """SQL for rollup-shaped rows of `scope` (see the module docstring); with `days`, each row
     also carries a uniqExact state of the days it covers (for active days)."""
     parts = []
-    for table, start, end in segments(scope.start, scope.end, coarsest=coarsest):
+    for table, start, end in segments(scope.start, scope.read_end(), coarsest=coarsest):
         raw = table == "requests"
         column, kind, props = ("created_at", "DateTime64(3, 'UTC')", "properties") if raw else ("bucket", "DateTime('UTC')", "props")
         where = [

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from usagegate import analytics
 from usagegate.api.auth import context, org_of
 from usagegate.api.params import bad_param
-from usagegate.api.scope import range_out, render, scope_of
+from usagegate.api.scope import range_out, read_scope, render
 
 router = APIRouter(tags=["users"])
 
@@ -32,6 +32,6 @@ async def breakdown(
         prop = by[len("property."):].strip().lower()
     else:
         raise bad_param("by", "'by' must be 'model' or 'property.<name>'.")
-    scope = scope_of(request, org)
+    scope = await read_scope(request, org)
     groups = await analytics.breakdown(context(request).store, scope, prop)
     return {**range_out(scope), "by": by, "groups": render(groups)}

@@ -16,7 +16,7 @@ from usagegate import analytics
 from usagegate.api.auth import context, org_of
 from usagegate.api.params import bad_param, iso, money
 from usagegate.api.plans import plans_of
-from usagegate.api.scope import scope_of
+from usagegate.api.scope import read_scope
 
 router = APIRouter(tags=["users"])
 
@@ -27,7 +27,7 @@ ARROW_MONEY = pa.decimal128(38, 9)
 
 
 async def billing_rows(request: Request, org: str) -> tuple[list[dict[str, Any]], Any]:
-    scope = scope_of(request, org)
+    scope = await read_scope(request, org)
     store = context(request).store
     usage = await analytics.all_users(store, scope, (
         "user_id", "requests", "prompt_tokens", "completion_tokens", "total_tokens", "toString(cost_usd) AS _cost",

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from usagegate import analytics
 from usagegate.api.auth import context, org_of
 from usagegate.api.params import bad_param, parse_money
-from usagegate.api.scope import range_out, render, scope_of
+from usagegate.api.scope import range_out, read_scope, render
 from usagegate.api.users import cursor_of, page_of
 
 router = APIRouter(tags=["plans"])
@@ -94,7 +94,7 @@ async def profitability(
 ) -> dict[str, Any]:
     """Per user: plan, prorated revenue, cost, margin and margin % (null when revenue is 0);
     least profitable first (`order=desc` for most). `plans` summarises each plan."""
-    scope = scope_of(request, org)
+    scope = await read_scope(request, org)
     page = page_of(request, analytics.PROFIT_SORTS, "margin_usd", default_order="asc")
     prop, monthly = plans_of(request, org)
     revenue = {name: analytics.prorated(price, scope.start, scope.end) for name, price in monthly.items()}

@@ -29,7 +29,7 @@ from usagegate.api.params import (
 )
 from usagegate.api.requests import LIST_COLUMNS, list_requests
 from usagegate.api.requests import render as render_request
-from usagegate.api.scope import range_out, render, render_user, scope_of, user_from_path
+from usagegate.api.scope import range_out, read_scope, render, render_user, scope_of, user_from_path
 from usagegate.store import Store
 
 router = APIRouter(tags=["users"])
@@ -74,7 +74,7 @@ async def users_list(
 ) -> dict[str, Any]:
     """Per-user usage and cost for the range (filters also: `property.<name>=<value>`), with
     `totals` over every matching user and `count` of them. Pages never skip or repeat a user."""
-    scope = scope_of(request, org)
+    scope = await read_scope(request, org)
     page = page_of(request, analytics.USER_SORTS, "cost_usd")
     store = context(request).store
     (rows, after), summary = await asyncio.gather(

@@ -103,8 +103,8 @@ async def users_tab(request: Request) -> Response:
         # The filter form's raw submission (pf=, empty fields) → the canonical, shareable URL.
         return RedirectResponse(view.url("/users"), status_code=303)
     store = context(request).store
-    scope = view.scope(session.org_id)
-    everything = view.scope(session.org_id, filters=False)
+    everything = await analytics.with_quiet_tail(store, view.scope(session.org_id, filters=False))
+    scope = replace(view.scope(session.org_id), quiet=everything.quiet)  # the quiet tail is the org's
     table_page, page_error = _page_of(view)
     plan_property, _ = plans_of(request, session.org_id)
     interval = view.interval()
@@ -273,7 +273,7 @@ async def profitability_page(request: Request) -> Response:
     session = signed_in(request)
     view, error = _view(request)
     store = context(request).store
-    scope = view.scope(session.org_id, filters=False)
+    scope = await analytics.with_quiet_tail(store, view.scope(session.org_id, filters=False))
     prop, monthly = plans_of(request, session.org_id)
     revenue = {name: analytics.prorated(price, scope.start, scope.end) for name, price in monthly.items()}
     (everyone, more), summary = await asyncio.gather(
