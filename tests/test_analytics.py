@@ -212,7 +212,15 @@ def test_user_detail_series_and_breakdowns(gateway: GatewayProcess, traffic: Tra
     assert body["cost_by_model"] == [{"model": "gpt-4o-mini", "requests": 4,
                                       "total_tokens": alice["prompt"] + alice["completion"], "cost_usd": s9(alice["cost"])}]
     assert body["cost_by_property"] == [{"property": "plan", "value": "pro", "requests": 4, "cost_usd": s9(alice["cost"])}]
-    assert len(body["recent_requests"]) == 4 and all(r["user_id"] == "alice@example.com" for r in body["recent_requests"])
+    recent = body["recent_requests"]
+    assert len(recent) == 4 and all(r["user_id"] == "alice@example.com" for r in recent)
+    # Newest first, the columns a list shows, and exactly the money the users table sums.
+    assert [r["created_at"] for r in recent] == sorted((r["created_at"] for r in recent), reverse=True)
+    assert set(recent[0]) == {"request_id", "created_at", "user_id", "provider", "model", "status", "rate_limited",
+                              "stream", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd",
+                              "latency_ms", "ttft_ms", "error"}
+    assert sum(Decimal(r["cost_usd"]) for r in recent) == alice["cost"]
+    assert sum(r["total_tokens"] for r in recent) == alice["prompt"] + alice["completion"]
     daily = _get(gateway, traffic.key, "/api/users/alice%40example.com").json()
     assert daily["interval"] == "day" and sum(Decimal(p["cost_usd"]) for p in daily["series"]) == alice["cost"]
     # Any character, percent-encoded; the anonymous user is %00.

@@ -1,4 +1,4 @@
-"""analytics.user_detail (two store queries, sums in Python) answers exactly what the separate
+"""analytics.user_detail (one store query, sums in Python) answers exactly what the separate
 queries it replaced answer: the users table's row, series, cost by model and property, forecast
 and existence (tests/detail_check.py builds the data and compares, in a fresh chDB process)."""
 
@@ -30,9 +30,10 @@ def test_detail_equals_the_queries_it_replaced(checked: dict[str, Any]) -> None:
 
 
 def test_detail_asks_the_store_only_what_the_facts_cannot_tell(checked: dict[str, Any]) -> None:
-    # An active user: fact rows + p95. A user first seen inside the forecast window (was there
-    # anything earlier?), one with no rows in range or window, and an unknown user: one probe more.
-    assert checked["queries"] == {"active": 2, "new": 3, "gap": 3, "idle": 3, "unknown": 3}
+    # An active user: fact rows and p95 in one query. A user first seen inside the forecast window
+    # (was there anything earlier?), one with no rows in range or window, and an unknown user:
+    # one probe more.
+    assert checked["queries"] == {"active": 1, "new": 2, "gap": 2, "idle": 2, "unknown": 2}
 
 
 def test_detail_row_edge_cases(checked: dict[str, Any]) -> None:
