@@ -485,6 +485,9 @@ def test_cli_users_user_and_export(gateway: GatewayProcess, traffic: Traffic, tm
     assert "carol" not in out.stdout and "(2 users)" in out.stdout
     one = _cli("user", "bob", "--url", gateway.url, "--key", traffic.key)
     assert one.returncode == 0 and s9(traffic.users["bob"]["cost"]) in one.stdout
+    recent = _get(gateway, traffic.key, "/api/users/bob").json()["recent_requests"]
+    assert "Recent requests" in one.stdout and len(recent) == traffic.users["bob"]["requests"]
+    assert all(r["request_id"] in one.stdout for r in recent)
     target = tmp_path / "bill.csv"
     exported = _cli("export", "--url", gateway.url, "--key", traffic.key, "--format", "csv", "-o", str(target))
     assert exported.returncode == 0 and "carol" in target.read_text()

@@ -105,6 +105,11 @@ def user(
         if p["requests"]:
             series.add_row(p["t"][:16].replace("T", " "), str(p["requests"]), str(p["total_tokens"]), p["cost_usd"], str(p["errors"]))
     console.print(series)
+    recent = Table("time", "model", "status", "tokens", "cost USD", "latency ms", "request id", title="Recent requests")
+    for r in data["recent_requests"]:
+        recent.add_row(r["created_at"][:19].replace("T", " "), r["model"], str(r["status"]), str(r["total_tokens"]),
+                       r["cost_usd"] or "", str(r["latency_ms"]), r["request_id"])
+    console.print(recent)
 
 
 def export(
