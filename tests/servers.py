@@ -71,6 +71,17 @@ def cli(*args: str, data_dir: Path, check: bool = True) -> subprocess.CompletedP
     )
 
 
+def run_check(module: str, directory: Path) -> Any:
+    """Run `python -m tests.<module> <directory>` (a check that opens its own chDB data dir, so it
+    needs a fresh process) and return the JSON summary it prints last."""
+    import json
+
+    done = subprocess.run([PYTHON, "-m", f"tests.{module}", str(directory)], capture_output=True, text=True,
+                          timeout=300, env=_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def create_key(data_dir: Path, org: str = "acme") -> str:
     return cli("keys", "create", "--org", org, data_dir=data_dir).stdout.strip()
 

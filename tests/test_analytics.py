@@ -23,7 +23,7 @@ import openai
 import pyarrow.parquet as pq
 import pytest
 
-from tests.servers import GatewayProcess, MockUpstream, cli, create_key
+from tests.servers import GatewayProcess, create_key
 from usagegate.backfill import send
 
 M = Decimal(1_000_000)

@@ -5,22 +5,16 @@ forecast, breakdowns and per-user costs)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 from typing import Any
 
 import pytest
 
-from tests.servers import PYTHON, _env
+from tests.servers import run_check
 
 
 @pytest.fixture(scope="module")
 def checked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    directory = tmp_path_factory.mktemp("quiet")
-    done = subprocess.run([PYTHON, "-m", "tests.quiet_tail_check", str(directory)], capture_output=True, text=True,
-                          timeout=300, env=_env())
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return run_check("quiet_tail_check", tmp_path_factory.mktemp("quiet"))  # type: ignore[no-any-return]
 
 
 CASES = ["31 days to tomorrow", "month so far", "model filter", "property filter", "user search",

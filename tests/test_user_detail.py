@@ -4,23 +4,16 @@ and existence (tests/detail_check.py builds the data and compares, in a fresh ch
 
 from __future__ import annotations
 
-import json
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.servers import PYTHON, _env
+from tests.servers import run_check
 
 
 @pytest.fixture(scope="module")
 def checked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    directory = tmp_path_factory.mktemp("detail")
-    done = subprocess.run([PYTHON, "-m", "tests.detail_check", str(directory)], capture_output=True, text=True,
-                          timeout=300, env=_env())
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return run_check("detail_check", tmp_path_factory.mktemp("detail"))  # type: ignore[no-any-return]
 
 
 def test_detail_equals_the_queries_it_replaced(checked: dict[str, Any]) -> None:
