@@ -72,15 +72,14 @@ _DETAIL_FACTS = (
     "toString(toDateTime({fn}(bucket), 'UTC')) AS t, model, props, requests, prompt, completion, "
     "toString(cost) AS c, errors, limited, unpriced, latency_sum, toString(first_at) AS first, toString(last_at) AS last"
 )
-# p95 exactly as the users table merges it (_PER_MODEL then _PER_USER): t-digest states merged
-# per model, then across models, so the detail shows the users table's figure. It travels as one
-# more row of the fact rows' UNION ALL (w = 2, fact columns empty): a store query costs ~4 ms of
-# set-up whatever it reads, and the route was 2 ms faster with one query fewer (docs/analytics.md).
+# p95 exactly as the users table merges it (_PER_USER: every t-digest state of the user merged
+# at once), so the detail shows the users table's figure. It travels as one more row of the fact
+# rows' UNION ALL (w = 2, fact columns empty): a store query costs ~4 ms of set-up whatever it
+# reads, and the route was 2 ms faster with one query fewer (docs/analytics.md).
 _DETAIL_P95 = (
     "SELECT 2 AS w, '' AS t, '' AS model, map() AS props, 0 AS requests, 0 AS prompt, 0 AS completion, '0' AS c, "
     "0 AS errors, 0 AS limited, 0 AS unpriced, 0 AS latency_sum, '' AS first, '' AS last, "
-    "round(quantileTDigestMerge(0.95)(m_q), 1) AS p95 FROM (SELECT user_id, model, "
-    "quantileTDigestMergeState(0.95)(latency_q) AS m_q FROM ({facts}) GROUP BY user_id, model) GROUP BY user_id"
+    "round(quantileTDigestMerge(0.95)(latency_q), 1) AS p95 FROM ({facts}) GROUP BY user_id"
 )
 
 

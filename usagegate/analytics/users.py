@@ -17,24 +17,29 @@ from usagegate.money import round_money
 from usagegate.store import Store
 
 
-# Per-user columns computed in SQL; ratios are rounded there so the sort order is the shown order.
-_PER_MODEL = (
-    "SELECT user_id, model, sum(requests) AS m_requests, sum(errors) AS m_errors, sum(limited) AS m_limited, "
-    "sum(prompt) AS m_prompt, sum(completion) AS m_completion, sum(cost) AS m_cost, sum(unpriced) AS m_unpriced, "
-    "sum(latency_sum) AS m_latency, quantileTDigestMergeState(0.95)(latency_q) AS m_q, "
-    "uniqExactMergeState(days) AS m_days, min(first_at) AS m_first, max(last_at) AS m_last "
-    "FROM ({facts}) GROUP BY user_id, model"
+# Per-user columns computed in SQL, in one aggregation over the facts; ratios are rounded there
+# so the sort order is the shown order. The facts' columns are renamed first: an alias equal to
+# a facts column inside an aggregate confuses ClickHouse's analyzer. One level, not per model
+# then per user: the t-digest states merge straight into the user's p95 (the user detail's p95
+# is the same single merge; a second aggregation stage cost the detail ~4 ms), and top_model is
+# argMax(model, (requests, model)) over the per-model request sums of `sumMap`.
+_FACT_COLUMNS = (
+    "SELECT user_id, model AS f_model, requests AS f_requests, errors AS f_errors, limited AS f_limited, "
+    "prompt AS f_prompt, completion AS f_completion, cost AS f_cost, unpriced AS f_unpriced, "
+    "latency_sum AS f_latency, latency_q AS f_q, days AS f_days, first_at AS f_first, last_at AS f_last FROM ({facts})"
 )
 _PER_USER = (
-    "SELECT user_id, sum(m_requests) AS requests, sum(m_errors) AS errors, sum(m_limited) AS rate_limited, "
-    "sum(m_prompt) AS prompt_tokens, sum(m_completion) AS completion_tokens, "
-    "prompt_tokens + completion_tokens AS total_tokens, sum(m_cost) AS cost_usd, sum(m_unpriced) AS unpriced_requests, "
+    "SELECT user_id, sum(f_requests) AS requests, sum(f_errors) AS errors, sum(f_limited) AS rate_limited, "
+    "sum(f_prompt) AS prompt_tokens, sum(f_completion) AS completion_tokens, "
+    "prompt_tokens + completion_tokens AS total_tokens, sum(f_cost) AS cost_usd, sum(f_unpriced) AS unpriced_requests, "
     "toDecimal128(cost_usd, 18) / requests AS avg_cost_per_request, "
-    "uniqExactMerge(m_days) AS active_days, round(requests / active_days, 3) AS avg_requests_per_day, "
-    "round(total_tokens / requests, 3) AS avg_tokens_per_request, round(sum(m_latency) / requests, 1) AS avg_latency_ms, "
-    "round(quantileTDigestMerge(0.95)(m_q), 1) AS p95_latency_ms, round(errors / requests, 4) AS error_rate, "
-    "min(m_first) AS first_seen, max(m_last) AS last_seen, argMax(model, (m_requests, model)) AS top_model "
-    "FROM ({per_model}) GROUP BY user_id"
+    "uniqExactMerge(f_days) AS active_days, round(requests / active_days, 3) AS avg_requests_per_day, "
+    "round(total_tokens / requests, 3) AS avg_tokens_per_request, round(sum(f_latency) / requests, 1) AS avg_latency_ms, "
+    "round(quantileTDigestMerge(0.95)(f_q), 1) AS p95_latency_ms, round(errors / requests, 4) AS error_rate, "
+    "min(f_first) AS first_seen, max(f_last) AS last_seen, "
+    "arrayReduce('argMax', (sumMap([f_model], [f_requests]) AS per_model).1, "
+    "arrayMap((m, n) -> (n, m), per_model.1, per_model.2)) AS top_model "
+    "FROM ({facts}) GROUP BY user_id"
 )
 # sort name → ClickHouse type of its value (for keyset cursors).
 USER_SORTS: dict[str, str] = {
@@ -55,7 +60,7 @@ _RENAMES = {"_cost": "cost_usd", "_first": "first_seen", "_last": "last_seen"}
 
 
 def users_sql(scope: Scope, sql: Sql) -> str:
-    return _PER_USER.format(per_model=_PER_MODEL.format(facts=facts(scope, sql, days=True)))
+    return _PER_USER.format(facts=_FACT_COLUMNS.format(facts=facts(scope, sql, days=True)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +71,9 @@ class Page:
     after: tuple[str, str] | None = None  # (sort value as text, user_id) of the previous page's last row
 
 
-# Phase 1 of a users page: the sort value alone, straight from the facts (no per-model stage,
-# no quantile or top-model state). Each expression equals its column in _PER_USER exactly (same
-# integer/decimal sums, same rounding), so the order and the cursor text are the full query's.
+# Phase 1 of a users page: the sort value alone, straight from the facts (no quantile or
+# top-model state). Each expression equals its column in _PER_USER exactly (same integer/decimal
+# sums, same rounding), so the order and the cursor text are the full query's.
 # `v` is the alias: one equal to a facts column inside an aggregate confuses the analyzer.
 _LIGHT_SORTS: dict[str, str] = {
     "user_id": "user_id", "requests": "sum(requests)", "prompt_tokens": "sum(prompt)",
