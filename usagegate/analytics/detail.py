@@ -119,8 +119,8 @@ async def user_detail(store: Store, scope: Scope, interval: str, *, now: datetim
       users table merges them).
 
     A store query costs ~4-15 ms here whatever it reads (parsing, planning and pipeline set-up;
-    each aggregation stage adds a few ms), so the users table's nested row
-    query (~18 ms at 10M) is not run: its columns are exact sums, a distinct-day count and
+    each aggregation stage adds a few ms), so the users table's row query (_PER_USER, ~18 ms at
+    10M when it was two nested aggregations) is not run: its columns are exact sums, a distinct-day count and
     ClickHouse's float roundings, all reproduced here (tests/detail_check.py compares them with
     the SQL). The forecast's daily costs come from the same rows. A third, small query runs only
     when the facts cannot tell: whether the user exists at all (no rows in range or window)

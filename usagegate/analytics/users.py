@@ -108,8 +108,9 @@ async def users(store: Store, scope: Scope, page: Page, *, now: datetime | None 
 
     Two phases when the sort is a cheap column: pick the page's users from a light aggregate of
     the sort value, then compute every column for those users only (`user_id IN ids` reads
-    just their slice of each rollup's (org_id, user_id) key). Merging 100k t-digests and
-    grouping per model first made the one-query version ~10x slower at 10M rows (docs/analytics.md).
+    just their slice of each rollup's (org_id, user_id) key). Computing every column (100k
+    t-digest merges among them) for every user made the one-query version ~10x slower at 10M
+    rows (docs/analytics.md).
     """
     if page.sort not in _LIGHT_SORTS or scope.user_id is not None:
         return await _users_one_query(store, scope, page, now=now)
