@@ -137,7 +137,7 @@ def main(directory: Path) -> None:
 
     async def one_case(now: datetime, scope: analytics.Scope, user: str, interval: str) -> dict[str, Any] | None:
         one = replace(scope, user_id=user)
-        got, found, (rows_, _) = await asyncio.gather(
+        got, found, (rows_, _, _) = await asyncio.gather(
             analytics.user_detail(store, one, interval, now=now), analytics.user_exists(store, ORG, user),
             _users_one_query(store, one, analytics.Page(limit=1), now=now))
         if rows_:

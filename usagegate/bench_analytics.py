@@ -117,8 +117,7 @@ def measure(rows: int, users: int = 100_000, runs: int = 3, directory: Path | No
         one = replace(scope, user_id="user-42")
 
         async def users_page() -> None:
-            await asyncio.gather(analytics.users(store, scope, analytics.Page(limit=100)),
-                                 analytics.user_totals(store, scope))
+            await analytics.users_page(store, scope, analytics.Page(limit=100))
 
         async def user_detail() -> None:  # what GET /api/users/{id} runs
             await asyncio.gather(recent_of(store, ORG, "user-42", scope), analytics.user_detail(store, one, "day"))

@@ -54,6 +54,7 @@ from usagegate.analytics.users import (
     latest_properties,
     user_totals,
     users,
+    users_page,
     users_sql,
 )
 
@@ -63,5 +64,5 @@ __all__ = [
     "empty_user_row", "facts", "floor_time", "latest_properties", "month_ceil", "month_floor", "month_share",
     "org_forecast", "plan_summary", "prorated", "profitability", "rebuild_user_rollups", "recent_requests",
     "segments", "series", "user_costs", "user_detail", "user_exists", "user_forecasts", "user_totals", "users",
-    "users_sql", "with_quiet_tail",
+    "users_page", "users_sql", "with_quiet_tail",
 ]

@@ -72,15 +72,12 @@ _DETAIL_FACTS = (
     "toString(toDateTime({fn}(bucket), 'UTC')) AS t, model, props, requests, prompt, completion, "
     "toString(cost) AS c, errors, limited, unpriced, latency_sum, toString(first_at) AS first, toString(last_at) AS last"
 )
-# p95 exactly as the users table merges it (_PER_USER: every t-digest state of the user merged
-# at once), so the detail shows the users table's figure. It travels as one more row of the fact
-# rows' UNION ALL (w = 2, fact columns empty): a store query costs ~4 ms of set-up whatever it
-# reads, and the route was 2 ms faster with one query fewer (docs/analytics.md).
-_DETAIL_P95 = (
-    "SELECT 2 AS w, '' AS t, '' AS model, map() AS props, 0 AS requests, 0 AS prompt, 0 AS completion, '0' AS c, "
-    "0 AS errors, 0 AS limited, 0 AS unpriced, 0 AS latency_sum, '' AS first, '' AS last, "
-    "round(quantileTDigestMerge(0.95)(latency_q), 1) AS p95 FROM ({facts}) GROUP BY user_id"
-)
+# p95: every t-digest state of the range's fact rows merged at once (as _PER_USER merges a
+# user's states), by a window over the rows this query reads anyway. A second read of the same
+# rollup for it cost the 31-day detail ~4 ms wall and ~5 ms CPU at 10M (docs/analytics.md). The
+# states are the rows' own (daily or hourly), so for a user whose digests compress the figure can
+# differ from the users table's (monthly states) in its last digits, as any t-digest merge order can.
+_DETAIL_P95 = "round(quantileTDigestMergeIf(0.95)(latency_q, w = 0) OVER (), 1) AS p95"
 
 
 def _ch_round(value: float, places: int) -> float | int:
@@ -115,8 +112,8 @@ async def user_detail(store: Store, scope: Scope, interval: str, *, now: datetim
     - the user's fact rows at `interval` granularity (a few dozen for a month; every read on the
       (org_id, user_id) key prefix) plus the parts of the forecast window outside the range,
       summed here with exact integers and Decimals;
-    - and one row more with the p95 latency, which needs the t-digest states (merged as the
-      users table merges them).
+    - and on each row the p95 latency of the range, a window merging the rows' t-digest states
+      (it needs the states, so it stays in SQL).
 
     A store query costs ~4-15 ms here whatever it reads (parsing, planning and pipeline set-up;
     each aggregation stage adds a few ms), so the users table's row query (_PER_USER, ~18 ms at
@@ -134,13 +131,11 @@ async def user_detail(store: Store, scope: Scope, interval: str, *, now: datetim
     fn = "toStartOfHour" if interval == "hour" else "toStartOfDay"
     columns = _DETAIL_FACTS.format(fn=fn)
     sql = Sql()
-    parts = [f"SELECT 0 AS w, {columns}, 0 AS p95 FROM ({facts(scope, sql, coarsest=interval)})"]
+    parts = [f"SELECT 0 AS w, {columns}, latency_q FROM ({facts(scope, sql, coarsest=interval)})"]
     for start, end in _window_pieces(scope, window_begin, window_end):
-        parts.append(f"SELECT 1 AS w, {columns}, 0 AS p95 FROM ({facts(replace(scope, start=start, end=end), sql, coarsest='day')})")
-    parts.append(_DETAIL_P95.format(facts=facts(scope, sql)))
-    fact_rows = await store.query(" UNION ALL ".join(parts), sql.params)
-    p95 = next((f["p95"] for f in fact_rows if f["w"] == 2), None)
-    fact_rows = [f for f in fact_rows if f["w"] != 2]
+        parts.append(f"SELECT 1 AS w, {columns}, latency_q FROM ({facts(replace(scope, start=start, end=end), sql, coarsest='day')})")
+    fact_rows = await store.query(f"SELECT * EXCEPT latency_q, {_DETAIL_P95} FROM ({' UNION ALL '.join(parts)})", sql.params)
+    p95 = next((f["p95"] for f in fact_rows if not f["w"]), None)
     daily: dict[date, Decimal] = {}
     before = False  # seen before the forecast window
     in_range = []

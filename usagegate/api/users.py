@@ -77,9 +77,7 @@ async def users_list(
     scope = await read_scope(request, org)
     page = page_of(request, analytics.USER_SORTS, "cost_usd")
     store = context(request).store
-    (rows, after), summary = await asyncio.gather(
-        analytics.users(store, scope, page), analytics.user_totals(store, scope)
-    )
+    rows, after, summary = await analytics.users_page(store, scope, page)
     return {
         **range_out(scope),
         "users": [render_user(row) for row in rows],

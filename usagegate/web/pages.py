@@ -110,10 +110,9 @@ async def users_tab(request: Request) -> Response:
     interval = view.interval()
     step = timedelta(hours=1) if interval == "hour" else timedelta(days=1)
     ctx = context(request)
-    # Eight queries at once; gather() has no typed overload that long, hence the Any.
+    # Seven reads at once; gather() has no typed overload that long, hence the Any.
     gathered: list[Any] = await asyncio.gather(
-        analytics.users(store, scope, table_page),
-        analytics.user_totals(store, scope),
+        analytics.users_page(store, scope, table_page),
         analytics.series(store, scope, interval),
         analytics.breakdown(store, scope, plan_property),
         analytics.user_costs(store, scope),
@@ -121,7 +120,7 @@ async def users_tab(request: Request) -> Response:
         analytics.cost_by_model(store, everything),
         anomalies.find_anomalies(store, ctx.config.conn, session.org_id, anomalies.today()),
     )
-    (rows, after), summary, points, plan_groups, costs, options, models, flagged = gathered
+    (rows, after, summary), points, plan_groups, costs, options, models, flagged = gathered
     if (table_page.sort, table_page.order, table_page.after) == ("cost_usd", "desc", None):
         top = rows[:TOP_USERS]  # the table's first page already is the top of the list
     else:
