@@ -12,8 +12,9 @@ def context(request: Request) -> AppContext:
     return request.app.state.ctx  # type: ignore[no-any-return]
 
 
-def org_of(request: Request) -> str:
-    """The caller's org id; raises ApiError 401 for a missing or unknown key."""
+async def org_of(request: Request) -> str:
+    """The caller's org id; raises ApiError 401 for a missing or unknown key. Async, though it
+    does not await: FastAPI runs a plain-def dependency on a worker thread, a hop per request."""
     header = request.headers.get("authorization", "")
     key = header[7:].strip() if header[:7].lower() == "bearer " else ""
     org = context(request).keyring.org_for(key) if key else None
