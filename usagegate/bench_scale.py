@@ -12,6 +12,7 @@ API is timed over HTTP, as a client sees it.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -149,6 +150,36 @@ def time_api(url: str, key: str, *, users: int, repeat: int = 7) -> dict[str, fl
     return out
 
 
+def cpu_ms(pid: int) -> float:
+    """CPU time `pid` has used (user + system), in ms."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_idle(pid: int, *, limit: float = 180.0, busy_ms_per_s: float = 100.0) -> float:
+    """Seconds until `pid` used under `busy_ms_per_s` of CPU in two 1-s windows in a row (at most
+    `limit`). A store opened on a fresh bulk load merges the raw table's parts in the background
+    first (minutes at 10M on a slow host): timing then measures queries sharing two cores with a
+    merge, which a settled gateway does not see."""
+    start = time.monotonic()
+    quiet, last = 0, cpu_ms(pid)
+    while quiet < 2 and time.monotonic() - start < limit:
+        time.sleep(1.0)
+        now = cpu_ms(pid)
+        quiet, last = (quiet + 1 if now - last < busy_ms_per_s else 0), now
+    return time.monotonic() - start
+
+
+def store_pid(supervisor_pid: int, timeout: float = 30.0) -> int:
+    """The gateway's store process (the supervisor starts it beside the proxies)."""
+    deadline = time.monotonic() + timeout
+    while (pid := gateway_processes(supervisor_pid).get(0)) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the gateway's store process did not start")
+        time.sleep(0.1)
+    return pid
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -196,6 +227,8 @@ def run_scale(console: Any, *, sizes: tuple[int, ...] = (1_000_000, 10_000_000),
                             work / "gateway.log")
             try:
                 gateway.wait_http(f"http://127.0.0.1:{port}/health", timeout=300)
+                with console.status("waiting for the store's background merges…"):
+                    result[f"settle_s_{label}"] = round(wait_until_idle(store_pid(gateway.pid)), 1)
                 with console.status(f"timing analytics over {size:,} requests…"):
                     timings = time_api(f"http://127.0.0.1:{port}", key, users=users)
                 for name, value in timings.items():

@@ -18,6 +18,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 MONEY = "Decimal(38, 9)"
+BUCKET = "DateTime('UTC')"  # the rollups' bucket column, as a query parameter type
 
 # The raw table reshaped like a rollup row (the same expressions as the materialized views).
 _RAW_FACTS = (
@@ -135,7 +136,7 @@ def facts(scope: Scope, sql: Sql, *, coarsest: str = "month", days: bool = False
     parts = []
     for table, start, end in segments(scope.start, scope.read_end(), coarsest=coarsest):
         raw = table == "requests"
-        column, kind, props = ("created_at", "DateTime64(3, 'UTC')", "properties") if raw else ("bucket", "DateTime('UTC')", "props")
+        column, kind, props = ("created_at", "DateTime64(3, 'UTC')", "properties") if raw else ("bucket", BUCKET, "props")
         where = [
             f"org_id = {sql.add(scope.org, 'String')}",
             f"{column} >= {sql.add(ch_time(start, raw), kind)}",

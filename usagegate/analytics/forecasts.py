@@ -7,7 +7,7 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from usagegate.analytics.facts import DAY, EPOCH, Scope, Sql, ch_time, day_start, facts, utc_today
+from usagegate.analytics.facts import BUCKET, DAY, EPOCH, Scope, Sql, ch_time, day_start, facts, utc_today
 from usagegate.forecast import month_forecast, window_start
 from usagegate.store import Store
 
@@ -33,8 +33,8 @@ async def _daily_costs(store: Store, scope: Scope, today: date, *, per_user: boo
         # The window is whole days: user_daily's org_days projection (migrations.py) answers
         # this GROUP BY with one row per day instead of one per user and day.
         days = (f"SELECT '' AS k, d, c FROM (SELECT toString(toDate(bucket)) AS d, toString(sum(cost)) AS c FROM user_daily "
-                f"WHERE org_id = {sql.add(scope.org, 'String')} AND bucket >= {sql.add(ch_time(window.start, False), _DAY)} "
-                f"AND bucket < {sql.add(ch_time(window.end, False), _DAY)} GROUP BY d)")
+                f"WHERE org_id = {sql.add(scope.org, 'String')} AND bucket >= {sql.add(ch_time(window.start, False), BUCKET)} "
+                f"AND bucket < {sql.add(ch_time(window.end, False), BUCKET)} GROUP BY d)")
     else:
         days = f"SELECT {key} AS k, toString(toDate(bucket)) AS d, toString(sum(cost)) AS c FROM ({facts(window, sql, coarsest='day')}) GROUP BY k, d"
     rows = await store.query(
@@ -55,9 +55,6 @@ async def _daily_costs(store: Store, scope: Scope, today: date, *, per_user: boo
         if first.get(row["k"], day) >= day:
             first[row["k"]] = day
     return daily, first
-
-
-_DAY = "DateTime('UTC')"
 
 
 def whole_org(scope: Scope) -> bool:

@@ -11,7 +11,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from usagegate.analytics.facts import MONEY, Scope, Sql, ch_time, facts, segments
+from usagegate.analytics.facts import BUCKET, MONEY, Scope, Sql, ch_time, facts, segments
 from usagegate.analytics.forecasts import org_forecast, user_forecasts, whole_org
 from usagegate.money import round_money
 from usagegate.store import Store
@@ -216,9 +216,8 @@ async def scope_sums(store: Store, scope: Scope) -> dict[str, Any]:
         pieces = []
         for table, start, end in segments(scope.start, scope.read_end(), coarsest="day"):
             if table == "user_daily":
-                day = "DateTime('UTC')"
-                pieces.append(_ORG_DAYS.format(org=sql.add(scope.org, "String"), start=sql.add(ch_time(start, False), day),
-                                               end=sql.add(ch_time(end, False), day)))
+                pieces.append(_ORG_DAYS.format(org=sql.add(scope.org, "String"), start=sql.add(ch_time(start, False), BUCKET),
+                                               end=sql.add(ch_time(end, False), BUCKET)))
             else:  # the range's partial days and hours
                 edge = replace(scope, start=start, end=end, quiet=None)
                 pieces.append(f"SELECT {_SUM_COLUMNS} FROM ({facts(edge, sql, coarsest='day')})")
@@ -240,9 +239,8 @@ def _summary(count: int, row: dict[str, Any], forecast: Decimal) -> dict[str, An
         "error_rate": round(int(row.get("errors") or 0) / requests, 4) if requests else None,
         "avg_latency_ms": row.get("avg_latency_ms") if requests else None,
         "avg_cost_per_user": round_money(Fraction(Decimal(row.get("cost_usd") or 0)) / count) if count else None,
-        # No org-wide p95: merging every user's digest into one doubled the totals' query time.
         "forecast_month_usd": forecast,
-    }
+    }  # no org-wide p95: merging every user's digest into one doubled the totals' query time
     return {"count": count, "totals": totals}
 
 
