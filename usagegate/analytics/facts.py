@@ -164,6 +164,12 @@ def facts(scope: Scope, sql: Sql, *, coarsest: str = "month", days: bool = False
     return " UNION ALL ".join(parts)
 
 
+def unfiltered(scope: Scope) -> bool:
+    """The whole org: no user, model, property or user-id search narrows `scope`."""
+    return (scope.model is None and not scope.properties and not scope.q and scope.user_id is None
+            and scope.user_ids is None)
+
+
 def utc_today(now: datetime | None) -> date:
     """The UTC date of `now` (the current time when None)."""
     return (now or datetime.now(timezone.utc)).astimezone(timezone.utc).date()

@@ -7,7 +7,7 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from usagegate.analytics.facts import BUCKET, DAY, EPOCH, Scope, Sql, ch_time, day_start, facts, utc_today
+from usagegate.analytics.facts import BUCKET, DAY, EPOCH, Scope, Sql, ch_time, day_start, facts, unfiltered, utc_today
 from usagegate.forecast import month_forecast, window_start
 from usagegate.store import Store
 
@@ -29,7 +29,7 @@ async def _daily_costs(store: Store, scope: Scope, today: date, *, per_user: boo
     # The first-seen day inside the window is the key's earliest day with rows: a fact row never
     # spans two days (its bucket is its requests' hour or day), so min(first_at) need not be read
     # (the org's window at 10M: 63 -> 49 ms).
-    if not per_user and whole_org(scope):
+    if not per_user and unfiltered(scope):
         # The window is whole days: user_daily's org_days projection (migrations.py) answers
         # this GROUP BY with one row per day instead of one per user and day.
         days = (f"SELECT '' AS k, d, c FROM (SELECT toString(toDate(bucket)) AS d, toString(sum(cost)) AS c FROM user_daily "
@@ -55,12 +55,6 @@ async def _daily_costs(store: Store, scope: Scope, today: date, *, per_user: boo
         if first.get(row["k"], day) >= day:
             first[row["k"]] = day
     return daily, first
-
-
-def whole_org(scope: Scope) -> bool:
-    """No filter narrows the scope below the whole org."""
-    return (scope.model is None and not scope.properties and not scope.q and scope.user_id is None
-            and scope.user_ids is None)
 
 
 async def user_forecasts(store: Store, scope: Scope, *, now: datetime | None = None) -> dict[str, Decimal]:

@@ -11,8 +11,8 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from usagegate.analytics.facts import BUCKET, MONEY, Scope, Sql, ch_time, facts, segments
-from usagegate.analytics.forecasts import org_forecast, user_forecasts, whole_org
+from usagegate.analytics.facts import BUCKET, MONEY, Scope, Sql, ch_time, facts, segments, unfiltered
+from usagegate.analytics.forecasts import org_forecast, user_forecasts
 from usagegate.money import round_money
 from usagegate.store import Store
 
@@ -173,12 +173,17 @@ async def _users_one_query(store: Store, scope: Scope, page: Page, *, now: datet
 
 async def user_totals(store: Store, scope: Scope, *, now: datetime | None = None) -> dict[str, Any]:
     """`count` and `totals` of the users table for `scope`, org-wide forecast included."""
-    sql = Sql()
-    (counted,), sums, forecast = await asyncio.gather(
-        store.query(f"SELECT uniqExact(user_id) AS count FROM ({facts(scope, sql)})", sql.params),
-        scope_sums(store, scope), org_forecast(store, scope, now=now),
+    count, sums, forecast = await asyncio.gather(
+        user_count(store, scope), scope_sums(store, scope), org_forecast(store, scope, now=now),
     )
-    return _summary(int(counted["count"]), sums, forecast)
+    return _summary(count, sums, forecast)
+
+
+async def user_count(store: Store, scope: Scope) -> int:
+    """How many users have requests in `scope`."""
+    sql = Sql()
+    rows = await store.query(f"SELECT uniqExact(user_id) AS count FROM ({facts(scope, sql)})", sql.params)
+    return int(rows[0]["count"]) if rows else 0
 
 
 async def users_page(store: Store, scope: Scope, page: Page, *, now: datetime | None = None
@@ -189,7 +194,7 @@ async def users_page(store: Store, scope: Scope, page: Page, *, now: datetime | 
         _counted_users(store, scope, page, now=now), scope_sums(store, scope), org_forecast(store, scope, now=now),
     )
     if count is None:  # an empty page: no users at all, or a cursor past the last one
-        count = 0 if page.after is None else (await user_totals(store, scope, now=now))["count"]
+        count = 0 if page.after is None else await user_count(store, scope)
     return rows, after, _summary(count, sums, forecast)
 
 
@@ -210,7 +215,7 @@ _ORG_DAYS = ("SELECT sum(requests) AS r, sum(prompt) AS p, sum(completion) AS o,
 async def scope_sums(store: Store, scope: Scope) -> dict[str, Any]:
     """Requests, tokens, cost, errors, rate-limited and mean latency of every request in `scope`."""
     sql = Sql()
-    if not whole_org(scope):
+    if not unfiltered(scope):
         parts = f"SELECT {_SUM_COLUMNS} FROM ({facts(scope, sql)})"
     else:
         pieces = []
