@@ -170,18 +170,6 @@ def wait_until_idle(pid: int, *, limit: float = 180.0, busy_ms_per_s: float = 10
     return time.monotonic() - start
 
 
-def host_loop_ms(steps: int = 5_000_000, runs: int = 3) -> float:
-    """Median ms of a fixed pure-Python loop: how fast this shared host runs right now, to read
-    the timings beside (the same code's detail took 24 and 41 ms in two runs an hour apart)."""
-    times = []
-    for _ in range(runs):
-        start, total = time.perf_counter(), 0
-        for i in range(steps):
-            total += i
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
-
-
 def store_pid(supervisor_pid: int, timeout: float = 30.0) -> int:
     """The gateway's store process (the supervisor starts it beside the proxies)."""
     deadline = time.monotonic() + timeout
@@ -241,7 +229,6 @@ def run_scale(console: Any, *, sizes: tuple[int, ...] = (1_000_000, 10_000_000),
                 gateway.wait_http(f"http://127.0.0.1:{port}/health", timeout=300)
                 with console.status("waiting for the store's background merges…"):
                     result[f"settle_s_{label}"] = round(wait_until_idle(store_pid(gateway.pid)), 1)
-                result[f"host_loop_ms_{label}"] = round(host_loop_ms())
                 with console.status(f"timing analytics over {size:,} requests…"):
                     timings = time_api(f"http://127.0.0.1:{port}", key, users=users)
                 for name, value in timings.items():
