@@ -66,6 +66,9 @@ def normal(summary: dict[str, Any]) -> dict[str, Any]:
 
 def main(directory: Path) -> None:
     from usagegate import analytics
+    from usagegate.analytics.facts import org_days
+    from usagegate.analytics.forecasts import DAY_COST
+    from usagegate.analytics.users import DAY_SUMS
     from usagegate.migrations import ORG_DAYS_STEPS
     from usagegate.store import QUERY_SETTINGS, Store
 
@@ -114,9 +117,14 @@ def main(directory: Path) -> None:
                 check(f"{tag}: {label}, user_totals", totals, expected(records, scope))
 
     async def projection_read() -> bool:
-        plan = await store.query(
-            "EXPLAIN SELECT sum(cost) AS c FROM user_daily WHERE org_id = {o:String} GROUP BY bucket", {"o": ORG})
-        return any("ReadFromMergeTree (org_days)" in row["explain"] for row in plan)
+        """Whether both of our org_days reads (the totals' sums, the forecast's daily cost) read it."""
+        read = []
+        for columns in (DAY_SUMS, DAY_COST):
+            sql = analytics.Sql()
+            query = org_days(base, sql, t("2026-09-01"), t("2026-11-27"), columns)
+            plan = await store.query(f"EXPLAIN {query}", sql.params)
+            read.append(any("ReadFromMergeTree (org_days)" in row["explain"] for row in plan))
+        return all(read)
 
     async def run() -> None:
         out["projection_read"] = await projection_read()
@@ -137,7 +145,15 @@ def main(directory: Path) -> None:
         await compare_all("materialized", logged)
         # Erasing a user: the projection follows the rows the mutation deletes.
         await analytics.delete_user(store, ORG, "multi")
-        await compare_all("erased", [r for r in logged if not (r["org"] == ORG and r["user"] == "multi")])
+        kept = [r for r in logged if not (r["org"] == ORG and r["user"] == "multi")]
+        await compare_all("erased", kept)
+        # Re-pricing: costs updated in place, then the user's rollup rows rebuilt (delete, insert).
+        await store.acall(store.command, "ALTER TABLE requests UPDATE cost_usd = cost_usd * 3 WHERE org_id = {o:String} "
+                          "AND user_id = 'props' SETTINGS mutations_sync = 2", {"o": ORG})
+        await store.acall(analytics.rebuild_user_rollups, store, ORG, ["props"])
+        repriced = [{**r, "cost": str(Decimal(r["cost"]) * 3)} if r["org"] == ORG and r["user"] == "props" and r["cost"]
+                    else r for r in kept]
+        await compare_all("re-priced", repriced)
 
     asyncio.run(run())
     store.close()

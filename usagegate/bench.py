@@ -37,7 +37,7 @@ from usagegate.children import Child, free_port, python_module
 from usagegate.config_db import ConfigDB
 from usagegate.errors import UsagegateError
 from usagegate.loadgen import LoadResult, Wrk, ttfb_ms, wrk_path
-from usagegate.proctree import gateway_processes, pin
+from usagegate.proctree import cpu_seconds, gateway_processes, pin
 
 MINIMAL_PROXY = Path(__file__).resolve().parent.parent / "bench" / "minimal_proxy.py"
 CHAT_PATH = "/v1/chat/completions"
@@ -133,16 +133,16 @@ def run_bench(*, quick: bool = False, console: Console | None = None) -> dict[st
             runner = wrk_free if name == "mock" else wrk_side
             if warm:
                 runner.run(urls[name] + CHAT_PATH, connections=connections, seconds=plan.warmup_s)
-            before = _cpu_seconds(pids.get(name)), _cpu_seconds(pids.get(name), main_thread=True)
-            store_before = _cpu_seconds(pids["store"])
+            before = cpu_seconds(pids.get(name)), cpu_seconds(pids.get(name), main_thread=True)
+            store_before = cpu_seconds(pids["store"])
             result = runner.run(urls[name] + CHAT_PATH, connections=connections, seconds=seconds)
             if name in pids and result.requests and connections > 1:
                 # CPU per request moves much less with other load on the machine than req/s does.
-                cpu_us.setdefault(name, []).append((_cpu_seconds(pids[name]) - before[0]) / result.requests * 1e6)
+                cpu_us.setdefault(name, []).append((cpu_seconds(pids[name]) - before[0]) / result.requests * 1e6)
                 cpu_us.setdefault(name + "_loop", []).append(
-                    (_cpu_seconds(pids[name], main_thread=True) - before[1]) / result.requests * 1e6)
+                    (cpu_seconds(pids[name], main_thread=True) - before[1]) / result.requests * 1e6)
                 if name == "gateway":  # the store process's share: writers, pricing, chDB inserts
-                    cpu_us.setdefault("store", []).append((_cpu_seconds(pids["store"]) - store_before) / result.requests * 1e6)
+                    cpu_us.setdefault("store", []).append((cpu_seconds(pids["store"]) - store_before) / result.requests * 1e6)
             if result.errors:
                 raise UsagegateError(f"{result.errors} failed requests through {name}; see {work}")
             return result
@@ -224,18 +224,6 @@ def run_bench(*, quick: bool = False, console: Console | None = None) -> dict[st
         "ingest_records": plan.ingest_records,
         "ingest_records_per_s": round(ingest),
     }
-
-
-def _cpu_seconds(pid: int | None, *, main_thread: bool = False) -> float:
-    """User + system CPU of a process (all threads, or its main thread) so far (Linux /proc; 0 elsewhere)."""
-    if pid is None:
-        return 0.0
-    try:
-        stat = f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat"
-        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _check_answers(urls: dict[str, str], headers: dict[str, str]) -> None:

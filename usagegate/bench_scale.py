@@ -12,7 +12,6 @@ API is timed over HTTP, as a client sees it.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
 import time
@@ -23,7 +22,7 @@ import httpx
 import numpy as np
 import pyarrow as pa
 
-from usagegate.proctree import gateway_processes
+from usagegate.proctree import cpu_seconds, gateway_processes
 from usagegate.ingest import SCHEMA
 from usagegate.migrations import ROLLUPS
 
@@ -150,23 +149,17 @@ def time_api(url: str, key: str, *, users: int, repeat: int = 7) -> dict[str, fl
     return out
 
 
-def cpu_ms(pid: int) -> float:
-    """CPU time `pid` has used (user + system), in ms."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
-
-
 def wait_until_idle(pid: int, *, limit: float = 180.0, busy_ms_per_s: float = 100.0) -> float:
     """Seconds until `pid` used under `busy_ms_per_s` of CPU in two 1-s windows in a row (at most
     `limit`). A store opened on a fresh bulk load merges the raw table's parts in the background
     first (minutes at 10M on a slow host): timing then measures queries sharing two cores with a
     merge, which a settled gateway does not see."""
     start = time.monotonic()
-    quiet, last = 0, cpu_ms(pid)
+    quiet, last = 0, cpu_seconds(pid)
     while quiet < 2 and time.monotonic() - start < limit:
         time.sleep(1.0)
-        now = cpu_ms(pid)
-        quiet, last = (quiet + 1 if now - last < busy_ms_per_s else 0), now
+        now = cpu_seconds(pid)
+        quiet, last = (quiet + 1 if (now - last) * 1000 < busy_ms_per_s else 0), now
     return time.monotonic() - start
 
 

@@ -47,6 +47,18 @@ def pin(pid: int, cpus: set[int]) -> None:
             continue  # a thread that just ended
 
 
+def cpu_seconds(pid: int | None, *, main_thread: bool = False) -> float:
+    """User + system CPU of a process (all threads, or its main thread) so far (Linux /proc; 0 elsewhere)."""
+    if pid is None:
+        return 0.0
+    try:
+        stat = f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat"
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _stat(pid: int, field: int) -> str | None:
     """Field `field` (1-based as in proc(5); 3 = state, 4 = ppid) of /proc/<pid>/stat; None when gone."""
     try:

@@ -164,6 +164,15 @@ def facts(scope: Scope, sql: Sql, *, coarsest: str = "month", days: bool = False
     return " UNION ALL ".join(parts)
 
 
+def org_days(scope: Scope, sql: Sql, start: datetime, end: datetime, columns: str) -> str:
+    """`columns` per day of the whole org over whole days [start, end): the shape of user_daily's
+    org_days projection (migrations.py), which ClickHouse then reads, one row per day instead of
+    one per user and day. Only for `unfiltered` scopes."""
+    return (f"SELECT {columns} FROM user_daily WHERE org_id = {sql.add(scope.org, 'String')} "
+            f"AND bucket >= {sql.add(ch_time(start, False), BUCKET)} AND bucket < {sql.add(ch_time(end, False), BUCKET)} "
+            "GROUP BY bucket")
+
+
 def unfiltered(scope: Scope) -> bool:
     """The whole org: no user, model, property or user-id search narrows `scope`."""
     return (scope.model is None and not scope.properties and not scope.q and scope.user_id is None

@@ -7,9 +7,12 @@ from dataclasses import replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from usagegate.analytics.facts import BUCKET, DAY, EPOCH, Scope, Sql, ch_time, day_start, facts, unfiltered, utc_today
+from usagegate.analytics.facts import DAY, EPOCH, Scope, Sql, day_start, facts, org_days, unfiltered, utc_today
 from usagegate.forecast import month_forecast, window_start
 from usagegate.store import Store
+
+
+DAY_COST = "toString(toDate(bucket)) AS d, toString(sum(cost)) AS c"
 
 
 async def _daily_costs(store: Store, scope: Scope, today: date, *, per_user: bool) -> tuple[dict[str, dict[date, Decimal]], dict[str, date]]:
@@ -30,11 +33,9 @@ async def _daily_costs(store: Store, scope: Scope, today: date, *, per_user: boo
     # spans two days (its bucket is its requests' hour or day), so min(first_at) need not be read
     # (the org's window at 10M: 63 -> 49 ms).
     if not per_user and unfiltered(scope):
-        # The window is whole days: user_daily's org_days projection (migrations.py) answers
-        # this GROUP BY with one row per day instead of one per user and day.
-        days = (f"SELECT '' AS k, d, c FROM (SELECT toString(toDate(bucket)) AS d, toString(sum(cost)) AS c FROM user_daily "
-                f"WHERE org_id = {sql.add(scope.org, 'String')} AND bucket >= {sql.add(ch_time(window.start, False), BUCKET)} "
-                f"AND bucket < {sql.add(ch_time(window.end, False), BUCKET)} GROUP BY d)")
+        # The window is whole days: one row per day from the org_days projection.
+        per_day = org_days(scope, sql, window.start, window.end, DAY_COST)
+        days = f"SELECT '' AS k, d, c FROM ({per_day})"
     else:
         days = f"SELECT {key} AS k, toString(toDate(bucket)) AS d, toString(sum(cost)) AS c FROM ({facts(window, sql, coarsest='day')}) GROUP BY k, d"
     rows = await store.query(

@@ -11,7 +11,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from usagegate.analytics.facts import BUCKET, MONEY, Scope, Sql, ch_time, facts, segments, unfiltered
+from usagegate.analytics.facts import MONEY, Scope, Sql, facts, org_days, segments, unfiltered
 from usagegate.analytics.forecasts import org_forecast, user_forecasts
 from usagegate.money import round_money
 from usagegate.store import Store
@@ -205,11 +205,8 @@ _SUMS = ("SELECT sum(r) AS requests, sum(p) AS prompt_tokens, sum(o) AS completi
          "prompt_tokens + completion_tokens AS total_tokens, toString(sum(c)) AS cost_usd, "
          "sum(u) AS unpriced_requests, sum(e) AS errors, sum(l) AS rate_limited, "
          "round(sum(t) / requests, 1) AS avg_latency_ms FROM ({parts})")
-# Whole days of a whole org, per day: the shape of user_daily's org_days projection
-# (migrations.py), which ClickHouse then reads instead of every user's day.
-_ORG_DAYS = ("SELECT sum(requests) AS r, sum(prompt) AS p, sum(completion) AS o, sum(cost) AS c, "
-             "sum(unpriced) AS u, sum(errors) AS e, sum(limited) AS l, sum(latency_sum) AS t FROM user_daily "
-             "WHERE org_id = {org} AND bucket >= {start} AND bucket < {end} GROUP BY bucket")
+DAY_SUMS = ("sum(requests) AS r, sum(prompt) AS p, sum(completion) AS o, sum(cost) AS c, sum(unpriced) AS u, "
+             "sum(errors) AS e, sum(limited) AS l, sum(latency_sum) AS t")
 
 
 async def scope_sums(store: Store, scope: Scope) -> dict[str, Any]:
@@ -220,9 +217,8 @@ async def scope_sums(store: Store, scope: Scope) -> dict[str, Any]:
     else:
         pieces = []
         for table, start, end in segments(scope.start, scope.read_end(), coarsest="day"):
-            if table == "user_daily":
-                pieces.append(_ORG_DAYS.format(org=sql.add(scope.org, "String"), start=sql.add(ch_time(start, False), BUCKET),
-                                               end=sql.add(ch_time(end, False), BUCKET)))
+            if table == "user_daily":  # whole days: from the org_days projection
+                pieces.append(org_days(scope, sql, start, end, DAY_SUMS))
             else:  # the range's partial days and hours
                 edge = replace(scope, start=start, end=end, quiet=None)
                 pieces.append(f"SELECT {_SUM_COLUMNS} FROM ({facts(edge, sql, coarsest='day')})")
