@@ -8,6 +8,8 @@ prints the stored row as JSON.
 `python -m tests.chdb_check regranulate <dir>` builds the schema as it was before the monthly
 rollup's granularity step, logs rows, runs the remaining steps (twice: a re-run after a crash) and
 prints each rollup's totals and granularity before and after, as JSON.
+`python -m tests.chdb_check compact <dir>` logs rows for many users into the whole schema, merges
+each table into one part a month and prints each part's format and size as JSON.
 `python -m tests.chdb_check readers <dir>` generates bench data in a fresh store, then answers the
 same selects and analytics calls concurrently on the store's reader sessions (while the store
 thread inserts another org's rows) and one at a time, and prints a JSON summary of both.
@@ -199,9 +201,34 @@ def regranulate(directory: Path) -> None:
     print(json.dumps({"before": before, "after": after, "fed": fed}))
 
 
+def compact(directory: Path) -> None:
+    from chdb.session import Session
+
+    from usagegate.migrations import MIGRATIONS
+
+    session = Session(str(directory / "store"))
+    for _, statements in MIGRATIONS:
+        for statement in statements:
+            session.query(statement)
+    # One user per request: rollup parts as big as the raw one (well past the 10 MB at which
+    # ClickHouse's default makes a part wide).
+    session.query("INSERT INTO requests (request_id, org_id, created_at, user_id, model, status, latency_ms, cost_usd, "
+                  "properties) SELECT generateUUIDv4(number), 'o', toDateTime64('2026-01-01 00:00:00', 3, 'UTC') + number, "
+                  "concat('user-', toString(number)), 'gpt-4o-mini', 200, 100 + number % 900, toDecimal128(number, 9) / 1000, "
+                  "map('plan', 'pro') FROM numbers(120000)")
+    for table in ("requests", "user_hourly", "user_daily", "user_monthly"):
+        session.query(f"OPTIMIZE TABLE {table} FINAL")
+    parts = session.query("SELECT table, part_type, rows, data_uncompressed_bytes AS bytes FROM system.parts "
+                          "WHERE active AND database = currentDatabase() AND table != 'schema_migrations' ORDER BY table",
+                          "JSONEachRow").bytes().decode()
+    print(json.dumps([json.loads(line) for line in parts.splitlines()]))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "parse":
         parse()
+    elif sys.argv[1] == "compact":
+        compact(Path(sys.argv[2]))
     elif sys.argv[1] == "regranulate":
         regranulate(Path(sys.argv[2]))
     elif sys.argv[1] == "readers":

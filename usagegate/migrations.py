@@ -231,6 +231,19 @@ ORG_DAYS_STEPS = [
     "ALTER TABLE user_daily MATERIALIZE PROJECTION org_days",
 ]
 
+# Rollup parts of every size in the compact format: one data file a part, not one a column. A
+# store query pays a fixed cost for each column of each part it reads, ~0.55 ms in a wide part;
+# compact ones cut the user detail's fact read 15.0 -> 11.5 ms and a users page ~15 % at 10M
+# requests (docs/analytics.md). Rollups are only ever inserted, merged and deleted from, which
+# rewrite a whole part in either format. Parts written before this are converted as they merge.
+# `requests` stays wide: re-pricing updates one column in place, and bodies stay out of the way.
+COMPACT_PART_BYTES = 1 << 40
+
+
+def compact_parts(table: str) -> str:
+    return f"ALTER TABLE {table} MODIFY SETTING min_bytes_for_wide_part = {COMPACT_PART_BYTES}"
+
+
 # (name, statements). Append new steps; never edit an applied one.
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0001_requests", [REQUESTS_DDL]),
@@ -242,4 +255,5 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0007_rollup_force_merges", [force_merges(t) for t, _, _ in ROLLUPS]),
     ("0008_user_monthly_granules", regranulate_steps("user_monthly", "toStartOfMonth", MONTHLY_GRANULARITY, days=True)),
     ("0009_org_days", ORG_DAYS_STEPS),
+    ("0010_compact_rollup_parts", [compact_parts(t) for t, _, _ in ROLLUPS]),
 ]

@@ -9,7 +9,18 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from usagegate.analytics.facts import DAY, EPOCH, Scope, Sql, ch_time, day_start, facts, utc_today
+from usagegate.analytics.facts import (
+    DAY,
+    EPOCH,
+    Scope,
+    Sql,
+    ch_time,
+    day_start,
+    facts,
+    segment_facts,
+    segments,
+    utc_today,
+)
 from usagegate.analytics.users import empty_user_row
 from usagegate.forecast import LOOKBACK_DAYS, month_forecast, window_start
 from usagegate.money import round_money
@@ -67,17 +78,44 @@ class UserDetail:
     exists: bool = True
 
 
-# The fact rows the detail sums in Python (`w` = 1 marks rows read only for the forecast window).
-_DETAIL_FACTS = (
-    "toString(toDateTime({fn}(bucket), 'UTC')) AS t, model, props, requests, prompt, completion, "
-    "toString(cost) AS c, errors, limited, unpriced, latency_sum, toString(first_at) AS first, toString(last_at) AS last"
-)
+# The fact rows the detail sums in Python, as the rollups name them (user_id is the scope's;
+# `w` = 1 marks rows read only for the forecast window). No conversions in SQL: JSON output
+# already gives the decimal and time texts, and each layer of subquery or function cost the
+# 10M detail ~3 ms (20.4 -> 14.5 ms for one user's month, docs/analytics.md).
+_DETAIL_COLUMNS = ("bucket, model, props, requests, prompt, completion, cost, errors, limited, unpriced, "
+                   "latency_sum, first_at, last_at")
 # p95: every t-digest state of the range's fact rows merged at once (as _PER_USER merges a
 # user's states), by a window over the rows this query reads anyway. A second read of the same
 # rollup for it cost the 31-day detail ~4 ms wall and ~5 ms CPU at 10M (docs/analytics.md). The
 # states are the rows' own (daily or hourly), so for a user whose digests compress the figure can
 # differ from the users table's (monthly states) in its last digits, as any t-digest merge order can.
-_DETAIL_P95 = "round(quantileTDigestMergeIf(0.95)(latency_q, w = 0) OVER (), 1) AS p95"
+_P95_ONE = "round(quantileTDigestMerge(0.95)(latency_q) OVER (), 1) AS p95"
+_P95_OF_RANGE = "round(quantileTDigestMergeIf(0.95)(latency_q, w = 0) OVER (), 1) AS p95"
+
+
+def _detail_facts(scope: Scope, interval: str, pieces: list[tuple[datetime, datetime]], sql: Sql) -> str:
+    """One query for the rows `user_detail` sums: the range at `interval` granularity (w = 0)
+    and the forecast window's `pieces` outside it by day (w = 1), each row with the range's p95.
+    The usual case, one rollup read, is a single flat SELECT."""
+    parts = [(0, scope, segment) for segment in segments(scope.start, scope.read_end(), coarsest=interval)]
+    for start, end in pieces:
+        piece = replace(scope, start=start, end=end)
+        parts += [(1, piece, segment) for segment in segments(piece.start, piece.read_end(), coarsest="day")]
+    if len(parts) == 1 and parts[0][2][0] != "requests":
+        _, _, (table, start, end) = parts[0]
+        return segment_facts(scope, sql, table, start, end, columns=f"0 AS w, {_DETAIL_COLUMNS}, {_P95_ONE}")
+    branches = []
+    for w, part, (table, start, end) in parts:
+        if table == "requests":  # raw rows grouped like a rollup's
+            branches.append(f"SELECT {w} AS w, {_DETAIL_COLUMNS}, latency_q FROM ({segment_facts(part, sql, table, start, end)})")
+        else:
+            branches.append(segment_facts(part, sql, table, start, end, columns=f"{w} AS w, {_DETAIL_COLUMNS}, latency_q"))
+    return f"SELECT * EXCEPT latency_q, {_P95_OF_RANGE} FROM ({' UNION ALL '.join(branches)})"
+
+
+def _bucket_text(bucket: str, interval: str) -> str:
+    """The start of the series point holding a fact row's bucket ('YYYY-MM-DD hh:mm:ss')."""
+    return bucket[:10] + " 00:00:00" if interval == "day" else bucket[:13] + ":00:00"
 
 
 def _ch_round(value: float, places: int) -> float | int:
@@ -128,21 +166,18 @@ async def user_detail(store: Store, scope: Scope, interval: str, *, now: datetim
     today = utc_today(now)
     begin = window_start(today)
     window_begin, window_end = day_start(begin), day_start(today) + DAY
-    fn = "toStartOfHour" if interval == "hour" else "toStartOfDay"
-    columns = _DETAIL_FACTS.format(fn=fn)
     sql = Sql()
-    parts = [f"SELECT 0 AS w, {columns}, latency_q FROM ({facts(scope, sql, coarsest=interval)})"]
-    for start, end in _window_pieces(scope, window_begin, window_end):
-        parts.append(f"SELECT 1 AS w, {columns}, latency_q FROM ({facts(replace(scope, start=start, end=end), sql, coarsest='day')})")
-    fact_rows = await store.query(f"SELECT * EXCEPT latency_q, {_DETAIL_P95} FROM ({' UNION ALL '.join(parts)})", sql.params)
+    fact_rows = await store.query(_detail_facts(scope, interval, _window_pieces(scope, window_begin, window_end), sql),
+                                  sql.params)
     p95 = next((f["p95"] for f in fact_rows if not f["w"]), None)
     daily: dict[date, Decimal] = {}
     before = False  # seen before the forecast window
     in_range = []
     for f in fact_rows:
-        day = date.fromisoformat(f["t"][:10])
+        f["t"] = _bucket_text(f["bucket"], interval)
+        day = date.fromisoformat(f["bucket"][:10])
         if begin <= day <= today:
-            daily[day] = daily.get(day, Decimal(0)) + Decimal(f["c"])
+            daily[day] = daily.get(day, Decimal(0)) + Decimal(f["cost"])
         elif day < begin:
             before = True
         if not f["w"]:
@@ -189,7 +224,7 @@ def _sum_detail(user: str, rows: list[dict[str, Any]], p95: float | int | None) 
     prompt = completion = errors = limited = unpriced = latency = 0
     days = set()
     for f in rows:
-        cost = Decimal(f["c"])
+        cost = Decimal(f["cost"])
         tokens = f["prompt"] + f["completion"]
         prompt += f["prompt"]
         completion += f["completion"]
@@ -214,8 +249,8 @@ def _sum_detail(user: str, rows: list[dict[str, Any]], p95: float | int | None) 
             prop["requests"] += f["requests"]
             prop["cost_usd"] += cost
             # Fixed-width 'YYYY-MM-DD hh:mm:ss.mmm' text sorts as time.
-            if key not in latest or f["last"] > latest[key][0]:
-                latest[key] = (f["last"], value)
+            if key not in latest or f["last_at"] > latest[key][0]:
+                latest[key] = (f["last_at"], value)
     requests = sum(m["requests"] for m in models.values())
     cost_usd = _ch_decimal(sum((m["cost_usd"] for m in models.values()), Decimal(0)))
     # Same columns, order and values as _USER_OUT + _money_columns: integer sums are exact, and
@@ -228,7 +263,7 @@ def _sum_detail(user: str, rows: list[dict[str, Any]], p95: float | int | None) 
         "avg_tokens_per_request": _ch_round((prompt + completion) / requests, 3),
         "avg_latency_ms": _ch_round(latency / requests, 1), "p95_latency_ms": p95,
         "error_rate": _ch_round(errors / requests, 4), "rate_limited": limited,
-        "first_seen": min(f["first"] for f in rows), "last_seen": max(f["last"] for f in rows),
+        "first_seen": min(f["first_at"] for f in rows), "last_seen": max(f["last_at"] for f in rows),
         "active_days": len(days), "top_model": max(models.values(), key=lambda m: (m["requests"], m["model"]))["model"],
         "avg_cost_per_request": round_money(Fraction(cost_usd) / requests),
         "properties": {key: latest[key][1] for key in sorted(latest)},

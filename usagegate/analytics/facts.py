@@ -133,35 +133,39 @@ def segments(start: datetime, end: datetime, *, coarsest: str = "month") -> list
 def facts(scope: Scope, sql: Sql, *, coarsest: str = "month", days: bool = False) -> str:
     """SQL for rollup-shaped rows of `scope` (see the module docstring); with `days`, each row
     also carries a uniqExact state of the days it covers (for active days)."""
-    parts = []
-    for table, start, end in segments(scope.start, scope.read_end(), coarsest=coarsest):
-        raw = table == "requests"
-        column, kind, props = ("created_at", "DateTime64(3, 'UTC')", "properties") if raw else ("bucket", BUCKET, "props")
-        where = [
-            f"org_id = {sql.add(scope.org, 'String')}",
-            f"{column} >= {sql.add(ch_time(start, raw), kind)}",
-            f"{column} < {sql.add(ch_time(end, raw), kind)}",
-        ]
-        if scope.user_id is not None:
-            where.append(f"user_id = {sql.add(scope.user_id, 'String')}")
-        if scope.user_ids is not None:
-            where.append(f"user_id IN {sql.add(list(scope.user_ids), 'Array(String)')}")
-        if scope.q:
-            where.append(f"positionCaseInsensitiveUTF8(user_id, {sql.add(scope.q, 'String')}) > 0")
-        if scope.model is not None:
-            where.append(f"model = {sql.add(scope.model, 'String')}")
-        for name, value in scope.properties:
-            where.append(f"{props}[{sql.add(name, 'String')}] = {sql.add(value, 'String')}")
-        if raw:
-            extra = ", uniqExactState(toDate(created_at)) AS days" if days else ""
-            parts.append(f"SELECT {_RAW_FACTS}{extra} FROM requests WHERE {' AND '.join(where)} GROUP BY {_RAW_GROUP}")
-        else:
-            extra = ""
-            if days:
-                # Hour and day rows cover one day each; only the monthly rollup stores a days state.
-                extra = ", days" if table == "user_monthly" else ", arrayReduce('uniqExactState', [toDate(bucket)]) AS days"
-            parts.append(f"SELECT {_ROLLUP_FACTS}{extra} FROM {table} WHERE {' AND '.join(where)}")
-    return " UNION ALL ".join(parts)
+    return " UNION ALL ".join(segment_facts(scope, sql, table, start, end, days=days)
+                              for table, start, end in segments(scope.start, scope.read_end(), coarsest=coarsest))
+
+
+def segment_facts(scope: Scope, sql: Sql, table: str, start: datetime, end: datetime, *, days: bool = False,
+                  columns: str = _ROLLUP_FACTS) -> str:
+    """The facts of one of `segments`: a rollup's rows as `columns` (the rollup's own names),
+    or the raw table grouped into rollup rows (always `_ROLLUP_FACTS`)."""
+    raw = table == "requests"
+    column, kind, props = ("created_at", "DateTime64(3, 'UTC')", "properties") if raw else ("bucket", BUCKET, "props")
+    where = [
+        f"org_id = {sql.add(scope.org, 'String')}",
+        f"{column} >= {sql.add(ch_time(start, raw), kind)}",
+        f"{column} < {sql.add(ch_time(end, raw), kind)}",
+    ]
+    if scope.user_id is not None:
+        where.append(f"user_id = {sql.add(scope.user_id, 'String')}")
+    if scope.user_ids is not None:
+        where.append(f"user_id IN {sql.add(list(scope.user_ids), 'Array(String)')}")
+    if scope.q:
+        where.append(f"positionCaseInsensitiveUTF8(user_id, {sql.add(scope.q, 'String')}) > 0")
+    if scope.model is not None:
+        where.append(f"model = {sql.add(scope.model, 'String')}")
+    for name, value in scope.properties:
+        where.append(f"{props}[{sql.add(name, 'String')}] = {sql.add(value, 'String')}")
+    if raw:
+        extra = ", uniqExactState(toDate(created_at)) AS days" if days else ""
+        return f"SELECT {_RAW_FACTS}{extra} FROM requests WHERE {' AND '.join(where)} GROUP BY {_RAW_GROUP}"
+    extra = ""
+    if days:
+        # Hour and day rows cover one day each; only the monthly rollup stores a days state.
+        extra = ", days" if table == "user_monthly" else ", arrayReduce('uniqExactState', [toDate(bucket)]) AS days"
+    return f"SELECT {columns}{extra} FROM {table} WHERE {' AND '.join(where)}"
 
 
 def org_days(scope: Scope, sql: Sql, start: datetime, end: datetime, columns: str) -> str:
