@@ -235,7 +235,8 @@ ORG_DAYS_STEPS = [
 # store query pays a fixed cost for each column of each part it reads, ~0.55 ms in a wide part;
 # compact ones cut the user detail's fact read 15.0 -> 11.5 ms and a users page ~15 % at 10M
 # requests (docs/analytics.md). Rollups are only ever inserted, merged and deleted from, which
-# rewrite a whole part in either format. Parts written before this are converted as they merge.
+# rewrite a whole part in either format. ClickHouse never merges a wide part into a compact one,
+# so an existing store's months keep their wide parts; months begun after this step are compact.
 # `requests` stays wide: re-pricing updates one column in place, and bodies stay out of the way.
 COMPACT_PART_BYTES = 1 << 40
 
