@@ -210,7 +210,7 @@ def compact(directory: Path) -> None:
     for _, statements in MIGRATIONS:
         for statement in statements:
             session.query(statement)
-    # One user per request: rollup parts as big as the raw one (well past the 10 MB at which
+    # One user per request: rollup parts as big as the raw one (past the 10 MB at which
     # ClickHouse's default makes a part wide).
     session.query("INSERT INTO requests (request_id, org_id, created_at, user_id, model, status, latency_ms, cost_usd, "
                   "properties) SELECT generateUUIDv4(number), 'o', toDateTime64('2026-01-01 00:00:00', 3, 'UTC') + number, "

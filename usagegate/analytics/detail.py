@@ -10,6 +10,7 @@ from fractions import Fraction
 from typing import Any
 
 from usagegate.analytics.facts import (
+    BUCKET,
     DAY,
     EPOCH,
     Scope,
@@ -89,21 +90,29 @@ _DETAIL_COLUMNS = ("bucket, model, props, requests, prompt, completion, cost, er
 # rollup for it cost the 31-day detail ~4 ms wall and ~5 ms CPU at 10M (docs/analytics.md). The
 # states are the rows' own (daily or hourly), so for a user whose digests compress the figure can
 # differ from the users table's (monthly states) in its last digits, as any t-digest merge order can.
-_P95_ONE = "round(quantileTDigestMerge(0.95)(latency_q) OVER (), 1) AS p95"
 _P95_OF_RANGE = "round(quantileTDigestMergeIf(0.95)(latency_q, w = 0) OVER (), 1) AS p95"
 
 
 def _detail_facts(scope: Scope, interval: str, pieces: list[tuple[datetime, datetime]], sql: Sql) -> str:
     """One query for the rows `user_detail` sums: the range at `interval` granularity (w = 0)
     and the forecast window's `pieces` outside it by day (w = 1), each row with the range's p95.
-    The usual case, one rollup read, is a single flat SELECT."""
+
+    When every part comes from one rollup and they touch (a day-aligned range and the window's
+    days before or after it: the default range in the first half of a month, a range from the
+    2nd), it is one read of their whole span, `w` telling the window's rows by their bucket: a
+    second read in a `UNION ALL` cost the detail ~8 ms at 10M (docs/analytics.md)."""
     parts = [(0, scope, segment) for segment in segments(scope.start, scope.read_end(), coarsest=interval)]
     for start, end in pieces:
         piece = replace(scope, start=start, end=end)
         parts += [(1, piece, segment) for segment in segments(piece.start, piece.read_end(), coarsest="day")]
-    if len(parts) == 1 and parts[0][2][0] != "requests":
-        _, _, (table, start, end) = parts[0]
-        return segment_facts(scope, sql, table, start, end, columns=f"0 AS w, {_DETAIL_COLUMNS}, {_P95_ONE}")
+    tables = {table for _, _, (table, _, _) in parts}
+    spans = sorted((start, end) for _, _, (_, start, end) in parts)
+    if len(tables) == 1 and "requests" not in tables and all(a[1] == b[0] for a, b in zip(spans, spans[1:])):
+        inside = [(start, end) for w, _, (_, start, end) in parts if not w]
+        w = (f"bucket < {sql.add(ch_time(min(s for s, _ in inside), False), BUCKET)} "
+             f"OR bucket >= {sql.add(ch_time(max(e for _, e in inside), False), BUCKET)}")
+        return segment_facts(scope, sql, tables.pop(), spans[0][0], spans[-1][1],
+                             columns=f"{w} AS w, {_DETAIL_COLUMNS}, {_P95_OF_RANGE}")
     branches = []
     for w, part, (table, start, end) in parts:
         if table == "requests":  # raw rows grouped like a rollup's
