@@ -100,7 +100,7 @@ def _detail_facts(scope: Scope, interval: str, pieces: list[tuple[datetime, date
     When every part comes from one rollup and they touch (a day-aligned range and the window's
     days before or after it: the default range in the first half of a month, a range from the
     2nd), it is one read of their whole span, `w` telling the window's rows by their bucket: a
-    second read in a `UNION ALL` cost the detail ~8 ms at 10M (docs/analytics.md)."""
+    second read in a `UNION ALL` cost the detail ~5-9 ms at 10M (docs/analytics.md)."""
     parts = [(0, scope, segment) for segment in segments(scope.start, scope.read_end(), coarsest=interval)]
     for start, end in pieces:
         piece = replace(scope, start=start, end=end)
@@ -164,9 +164,9 @@ async def user_detail(store: Store, scope: Scope, interval: str, *, now: datetim
 
     A store query costs ~4-15 ms here whatever it reads (parsing, planning and pipeline set-up,
     ~0.5 ms for each column of each part read, ~3 ms for each layer of subquery or conversion),
-    so the users table's row query (_PER_USER, ~18 ms at
-    10M when it was two nested aggregations) is not run: its columns are exact sums, a distinct-day count and
-    ClickHouse's float roundings, all reproduced here (tests/detail_check.py compares them with
+    so the users table's row query (_PER_USER, ~18 ms at 10M when it was two nested aggregations)
+    is not run: its columns are exact sums, a distinct-day count and ClickHouse's float
+    roundings, all reproduced here (tests/detail_check.py compares them with
     the SQL). The forecast's daily costs come from the same rows. A third, small query runs only
     when the facts cannot tell: whether the user exists at all (no rows in range or window)
     and whether they were seen before the forecast window (when that moves the trend's start).
