@@ -37,10 +37,6 @@ def two_orgs(tmp_path_factory: pytest.TempPathFactory, mock_upstream: MockUpstre
     gw.stop()
 
 
-def _get(gw: GatewayProcess, key: str, path: str, **params: str) -> httpx.Response:
-    return httpx.get(gw.url + path, params=params, headers={"Authorization": f"Bearer {key}"}, timeout=30)
-
-
 def test_acme_things_are_404_for_the_other_org(two_orgs: tuple[GatewayProcess, str, str, str]) -> None:
     gw, acme, other, request_id = two_orgs
     auth = {"Authorization": f"Bearer {acme}"}
@@ -56,7 +52,7 @@ def test_acme_things_are_404_for_the_other_org(two_orgs: tuple[GatewayProcess, s
         f"/api/limits/users/{secret}", "/api/prices/acme-house-model", f"/api/alerts/{rule_id}",
         f"/api/alerts/{rule_id}/history",
     ):
-        response = _get(gw, other, path)
+        response = gw.api(other, path)
         assert response.status_code == 404, (path, response.status_code, response.text[:200])
         assert set(response.json()) == {"error"}  # the 404 may echo the asked-for id, nothing else
     other_auth = {"Authorization": f"Bearer {other}"}
@@ -65,9 +61,9 @@ def test_acme_things_are_404_for_the_other_org(two_orgs: tuple[GatewayProcess, s
     assert httpx.delete(gw.url + "/api/prices/acme-house-model", headers=other_auth).status_code == 404
     assert httpx.delete(gw.url + f"/api/limits/users/{secret}", headers=other_auth).status_code == 404
     # ...and acme still has all of it.
-    assert _get(gw, acme, f"/api/requests/{request_id}").status_code == 200
-    assert _get(gw, acme, f"/api/alerts/{rule_id}").status_code == 200
-    assert _get(gw, acme, f"/api/limits/users/{secret}").status_code == 200
+    assert gw.api(acme, f"/api/requests/{request_id}").status_code == 200
+    assert gw.api(acme, f"/api/alerts/{rule_id}").status_code == 200
+    assert gw.api(acme, f"/api/limits/users/{secret}").status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -80,17 +76,17 @@ def test_acme_things_are_404_for_the_other_org(two_orgs: tuple[GatewayProcess, s
 )
 def test_lists_never_contain_the_other_orgs_data(two_orgs: tuple[GatewayProcess, str, str, str], path: str, params: dict) -> None:
     gw, _acme, other, request_id = two_orgs
-    response = _get(gw, other, path, **params)
+    response = gw.api(other, path, **params)
     assert response.status_code in (200, 404), (path, response.text[:200])
     assert SECRET_USER not in response.text and request_id not in response.text
 
 
 def test_shared_user_name_counts_only_own_org(two_orgs: tuple[GatewayProcess, str, str, str]) -> None:
     gw, acme, other, _ = two_orgs
-    mine = _get(gw, other, f"/api/users/{SHARED_USER}").json()
-    theirs = _get(gw, acme, f"/api/users/{SHARED_USER}").json()
+    mine = gw.api(other, f"/api/users/{SHARED_USER}").json()
+    theirs = gw.api(acme, f"/api/users/{SHARED_USER}").json()
     assert mine["user"]["requests"] == 1 and theirs["user"]["requests"] == 1
-    assert _get(gw, other, "/api/users").json()["count"] == 1
+    assert gw.api(other, "/api/users").json()["count"] == 1
 
 
 def _sign_in(gw: GatewayProcess, key: str) -> httpx.Client:
